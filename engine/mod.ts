@@ -1,0 +1,27 @@
+/** The engine's public surface: device, tensors, memory, autograd and every op. */
+export { E, type Engine, f32Bits, initEngine } from "./device.ts";
+export { EngineError } from "./errors.ts";
+export {
+  type DType,
+  empty,
+  keep,
+  memory,
+  own,
+  scalar,
+  scope,
+  scopeAsync,
+  sizeOf,
+  Tensor,
+  tensor,
+} from "./tensor.ts";
+export { backward, isGradEnabled, noGrad, param } from "./autograd.ts";
+export * from "./ops/elementwise.ts";
+export * from "./ops/reduce.ts";
+export * from "./ops/views.ts";
+export { assignInto } from "./ops/assign.ts";
+
+import { setAutogradOps } from "./autograd.ts";
+import { add, onesLike } from "./ops/elementwise.ts";
+import { contiguous } from "./ops/views.ts";
+setAutogradOps({ add, onesLike, contiguous });
+export * from "./ops/matmul.ts";
