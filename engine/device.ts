@@ -147,13 +147,14 @@ export class Engine {
 
   // ----- memory ------------------------------------------------------------------------------
   alloc(bytes: number): GPUBuffer {
-    const size = bucketSize(bytes);
-    if (size > this.info.limits.maxBufferSize) {
+    const limit = this.info.limits.maxStorageBufferBindingSize;
+    if (bytes > limit) {
       throw new EngineError(
         "alloc",
-        `${bytes} bytes exceed the adapter's maxBufferSize ${this.info.limits.maxBufferSize}`,
+        `${bytes} bytes exceed the adapter's maxStorageBufferBindingSize ${limit}`,
       );
     }
+    const size = Math.min(bucketSize(bytes), Math.floor(limit / 256) * 256);
     this.bytesInUse += size;
     const list = this.free.get(size);
     if (list && list.length) return list.pop()!;

@@ -1,0 +1,71 @@
+/**
+ * `deno task bench [--quick] [--only engine,matmul,...] [--json FILE]`: kernel benchmarks on the
+ * current adapter, printed as a table and written as JSON naming the adapter.
+ * Figures are reported, never asserted.
+ */
+import { parseArgs } from "node:util";
+import { initEngine } from "../engine/device.ts";
+import type { Row } from "./common.ts";
+import { benchEngine } from "./engine.ts";
+
+const SUITES: Record<string, () => Promise<Row[]>> = {
+  engine: benchEngine,
+};
+
+/** Optional suites live in their own files; a missing one is skipped, not fatal. */
+async function optional(name: string, file: string, fn: string) {
+  try {
+    const mod = await import(file);
+    if (typeof mod[fn] === "function") SUITES[name] = mod[fn];
+  } catch (err) {
+    if (!(err instanceof TypeError) || !String(err).includes("Module not found")) throw err;
+  }
+}
+
+if (import.meta.main) {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      quick: { type: "boolean", default: false },
+      only: { type: "string" },
+      json: { type: "string" },
+    },
+  });
+  if (values.quick) Deno.env.set("BENCH_QUICK", "1");
+  await optional("matmul", "./matmul.ts", "benchMatmul");
+  await optional("nn", "./nn.ts", "benchNN");
+  await optional("clip", "./clip.ts", "benchClip");
+  const engine = await initEngine();
+  const only = values.only?.split(",");
+  for (const name of only ?? []) {
+    if (!SUITES[name]) {
+      console.error(`--only: unknown suite "${name}" (known: ${Object.keys(SUITES).join(", ")})`);
+      Deno.exit(2);
+    }
+  }
+  const rows: Row[] = [];
+  console.log(`adapter: ${engine.info.adapter} (${engine.info.backend}${engine.info.isFallbackAdapter ? ", software" : ""})`);
+  for (const [name, fn] of Object.entries(SUITES)) {
+    if (only && !only.includes(name)) continue;
+    const got = await fn();
+    rows.push(...got);
+    for (const r of got) {
+      console.log(
+        `${r.group.padEnd(12)} ${r.name.padEnd(44)} ${r.ms.toFixed(3).padStart(10)} ms ${
+          r.value.toFixed(2).padStart(10)
+        } ${r.unit}`,
+      );
+    }
+  }
+  const out = {
+    adapter: engine.info.adapter,
+    backend: engine.info.backend,
+    fallback: engine.info.isFallbackAdapter,
+    date: new Date().toISOString(),
+    rows,
+  };
+  if (values.json) {
+    await Deno.writeTextFile(values.json, JSON.stringify(out, null, 2));
+    console.log(`wrote ${values.json}`);
+  }
+}
