@@ -126,7 +126,7 @@ export function backward(loss: Tensor, grad?: Tensor) {
         grads.delete(out);
         const needs = n.inputs.map((t) => t.requiresGrad);
         const gi = n.backward(g, needs);
-        if (!gi.includes(g)) g.dispose();
+        if (!gi.includes(g) && g !== grad) g.dispose();
         releaseNode(n);
         n.inputs.forEach((inp, i) => {
           const d = gi[i];

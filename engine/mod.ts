@@ -25,3 +25,5 @@ import { add, onesLike } from "./ops/elementwise.ts";
 import { contiguous } from "./ops/views.ts";
 setAutogradOps({ add, onesLike, contiguous });
 export * from "./ops/matmul.ts";
+export * from "./ops/indexing.ts";
+export * from "./ops/random.ts";
