@@ -114,39 +114,38 @@ export function backward(loss: Tensor, grad?: Tensor) {
     const grads = new Map<Tensor, Tensor>();
     scope(() => {
       const { onesLike, add } = ops();
-      grads.set(loss, grad ?? onesLike(loss));
+      grads.set(loss, grad ? grad.view(grad.shape, grad.strides, grad.offset) : onesLike(loss));
       for (let k = order.length - 1; k >= 0; k--) {
         const n = order[k];
-        const out = n.out;
-        const g = grads.get(out);
+        const g = grads.get(n.out);
         if (!g) {
           releaseNode(n);
           continue;
         }
-        grads.delete(out);
+        grads.delete(n.out);
         const needs = n.inputs.map((t) => t.requiresGrad);
         const gi = n.backward(g, needs);
-        if (!gi.includes(g) && g !== grad) g.dispose();
-        releaseNode(n);
         n.inputs.forEach((inp, i) => {
-          const d = gi[i];
-          if (!d || !needs[i]) return;
-          if (d.shape.length !== inp.shape.length || d.shape.some((s, j) => s !== inp.shape[j])) {
+          const r = gi[i];
+          if (!r || !needs[i]) return;
+          if (r.shape.length !== inp.shape.length || r.shape.some((s, j) => s !== inp.shape[j])) {
             throw new EngineError(
               `backward of ${n.op}`,
-              `gradient ${fmtShape(d.shape)} does not match input ${fmtShape(inp.shape)}`,
+              `gradient ${fmtShape(r.shape)} does not match input ${fmtShape(inp.shape)}`,
             );
           }
-          if (!inp.node) {
-            // leaf: accumulate into .grad, which outlives this scope
-            const acc = inp.grad ? add(inp.grad, d) : contiguousCopy(d);
-            inp.grad?.dispose();
-            inp.grad = own(acc);
-          } else {
-            const prev = grads.get(inp);
-            grads.set(inp, prev ? add(prev, d) : d);
-          }
+          // each input gets its own reference: a rule may hand one tensor (often g) to several
+          const d = r.view(r.shape, r.strides, r.offset);
+          const prev = inp.node ? grads.get(inp) : inp.grad;
+          const acc = prev ? add(prev, d) : inp.node ? d : contiguousCopy(d);
+          if (acc !== d) d.dispose();
+          prev?.dispose();
+          if (inp.node) grads.set(inp, acc);
+          else inp.grad = own(acc); // a leaf's .grad outlives this scope
         });
+        releaseNode(n);
+        for (const t of gi) t?.dispose();
+        g.dispose();
       }
     });
   });

@@ -27,3 +27,4 @@ setAutogradOps({ add, onesLike, contiguous });
 export * from "./ops/matmul.ts";
 export * from "./ops/indexing.ts";
 export * from "./ops/random.ts";
+export * from "./optim.ts";

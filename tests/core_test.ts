@@ -222,3 +222,16 @@ Deno.test("shape errors name op and shapes", () => {
     assert.throws(() => T.tensor([1, 2, 3], [2, 2]), /tensor: 3 values do not fill shape \[2, 2\]/);
   });
 });
+
+Deno.test("a gradient shared by two inputs (f(x) + g(x), residuals) is not freed early", async () => {
+  const x = T.param(T.tensor([1, 2, 3]));
+  T.scope(() => T.backward(T.sum(T.add(T.exp(x), T.log(x)))));
+  assertClose(await download(x.grad!), [1, 2, 3].map((v) => Math.exp(v) + 1 / v), { rtol: 1e-6 });
+  // backward(loss, grad) leaves the caller's grad alone
+  const g = T.tensor([2]);
+  T.scope(() => T.backward(T.sum(T.mul(x, x)), T.reshape(g, [])));
+  assert.equal(g.disposed, false);
+  assertClose(await download(x.grad!), [1, 2, 3].map((v) => Math.exp(v) + 1 / v + 4 * v), { rtol: 1e-6 });
+  g.dispose();
+  x.dispose();
+});
