@@ -13,6 +13,7 @@ export {
   sizeOf,
   Tensor,
   tensor,
+  writeTensor,
 } from "./tensor.ts";
 export { backward, isGradEnabled, noGrad, param } from "./autograd.ts";
 export * from "./ops/elementwise.ts";
@@ -28,3 +29,5 @@ export * from "./ops/matmul.ts";
 export * from "./ops/indexing.ts";
 export * from "./ops/random.ts";
 export * from "./optim.ts";
+export * from "./ops/nn.ts";
+export * from "./ops/conv.ts";

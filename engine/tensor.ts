@@ -58,7 +58,10 @@ export class Tensor {
     track = true,
   ) {
     if (shape.length > MAX_RANK) {
-      throw new EngineError("tensor", `rank ${shape.length} exceeds ${MAX_RANK}: ${fmtShape(shape)}`);
+      throw new EngineError(
+        "tensor",
+        `rank ${shape.length} exceeds ${MAX_RANK}: ${fmtShape(shape)}`,
+      );
     }
     this.storage = storage;
     this.shape = shape;
@@ -86,7 +89,9 @@ export class Tensor {
     if (!this.storage) {
       throw new EngineError(
         op,
-        `tensor #${this.id}${this.name ? ` (${this.name})` : ""} ${fmtShape(this.shape)} was disposed`,
+        `tensor #${this.id}${this.name ? ` (${this.name})` : ""} ${
+          fmtShape(this.shape)
+        } was disposed`,
       );
     }
     return this.storage.buffer;
@@ -220,6 +225,24 @@ export function tensor(data: HostData, shape?: number[], dtype: DType = "f32"): 
 
 export const scalar = (x: number) => tensor([x], []);
 
+/**
+ * Overwrites a contiguous tensor's values from the host. Work already recorded is submitted
+ * first: queue.writeBuffer would otherwise overtake it (e.g. the kernel that initialised t).
+ */
+export function writeTensor(t: Tensor, data: Float32Array | Int32Array) {
+  if (!t.isContiguous || t.dtype === "f16") {
+    throw new EngineError("writeTensor", `needs a contiguous f32/i32 tensor, got ${t}`);
+  }
+  if (data.length !== t.size) {
+    throw new EngineError(
+      "writeTensor",
+      `${data.length} values for ${fmtShape(t.shape)} (${t.size})`,
+    );
+  }
+  E().flush();
+  E().write(t.buf("writeTensor"), t.offset * 4, data);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Scopes: every tensor made inside `scope(fn)` is disposed at its end unless returned or kept.
 
@@ -252,10 +275,10 @@ export function keep<T extends Tensor>(t: T): T {
 function collect(v: unknown, out: Set<Tensor>, depth = 0) {
   if (depth > 4 || v == null) return;
   if (v instanceof Tensor) out.add(v);
-  else if (Array.isArray(v)) for (const x of v) collect(x, out, depth + 1);
+  else if (Array.isArray(v)) { for (const x of v) collect(x, out, depth + 1); }
   else if (typeof v === "object" && Object.getPrototypeOf(v) === Object.prototype) {
     for (const x of Object.values(v as object)) collect(x, out, depth + 1);
-  } else if (v instanceof Map) for (const x of v.values()) collect(x, out, depth + 1);
+  } else if (v instanceof Map) { for (const x of v.values()) collect(x, out, depth + 1); }
 }
 
 function closeFrame(frame: Frame, result: unknown) {

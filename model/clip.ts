@@ -1,0 +1,354 @@
+/**
+ * OpenAI CLIP on the engine: the ViT image tower and the causal text transformer, with OpenAI's
+ * parameter names, loaded from a state dict (see model/weights.ts for the file formats).
+ *
+ * Hooks the prompt learners need:
+ *   - encodeImage(..., { hidden: true }) returns every block's output (GOPro's style/content
+ *     statistics);
+ *   - `extraTokens` appends tokens after the image tokens before ln_pre, and `beforeBlock` may
+ *     replace tokens at the input of any block (MaPLe's deep prompts), in either tower;
+ *   - encodeEmbeddings() takes token embeddings instead of ids (CoOp and its descendants).
+ * All weights are frozen (no requiresGrad), so backward dispatches no weight-gradient work.
+ */
+import { E } from "../engine/device.ts";
+import { EngineError, fmtShape } from "../engine/errors.ts";
+import { Tensor, tensor } from "../engine/tensor.ts";
+import { add, exp, mul, quickGelu } from "../engine/ops/elementwise.ts";
+import { contiguous, expand, narrow, permute, reshape, squeeze } from "../engine/ops/views.ts";
+import { linear, matmul } from "../engine/ops/matmul.ts";
+import { attention, layerNorm, normalize } from "../engine/ops/nn.ts";
+import { concat, embedding, takeRows } from "../engine/ops/indexing.ts";
+import { conv2dPatch } from "../engine/ops/conv.ts";
+import { type HostWeight, type StateDict, toFloat32 } from "./weights.ts";
+
+export interface ClipConfig {
+  embedDim: number;
+  imageResolution: number;
+  visionLayers: number;
+  visionWidth: number;
+  visionPatchSize: number;
+  visionHeads: number;
+  contextLength: number;
+  vocabSize: number;
+  transformerWidth: number;
+  transformerHeads: number;
+  transformerLayers: number;
+}
+
+const get = (sd: StateDict, name: string, file: string): HostWeight => {
+  const w = sd.get(name);
+  if (!w) throw new EngineError("clip", `${file}: missing tensor ${name}`);
+  return w;
+};
+
+function countBlocks(sd: StateDict, prefix: string): number {
+  let n = 0;
+  for (const k of sd.keys()) {
+    const m = k.startsWith(prefix) ? /^(\d+)\./.exec(k.slice(prefix.length)) : null;
+    if (m) n = Math.max(n, +m[1] + 1);
+  }
+  return n;
+}
+
+/** Reads the configuration off an OpenAI state dict (as OpenAI's build_model does). */
+export function inferConfig(sd: StateDict, file = "checkpoint"): ClipConfig {
+  const conv = get(sd, "visual.conv1.weight", file);
+  const vpos = get(sd, "visual.positional_embedding", file);
+  const tproj = get(sd, "text_projection", file);
+  const tpos = get(sd, "positional_embedding", file);
+  const tok = get(sd, "token_embedding.weight", file);
+  const visionWidth = conv.shape[0];
+  const visionPatchSize = conv.shape[3];
+  const grid = Math.round(Math.sqrt(vpos.shape[0] - 1));
+  if (grid * grid + 1 !== vpos.shape[0]) {
+    throw new EngineError(
+      "clip",
+      `${file}: visual.positional_embedding ${fmtShape(vpos.shape)} is not 1 + grid² rows`,
+    );
+  }
+  const transformerWidth = get(sd, "ln_final.weight", file).shape[0];
+  return {
+    embedDim: tproj.shape[1],
+    imageResolution: visionPatchSize * grid,
+    visionLayers: countBlocks(sd, "visual.transformer.resblocks."),
+    visionWidth,
+    visionPatchSize,
+    visionHeads: visionWidth / 64,
+    contextLength: tpos.shape[0],
+    vocabSize: tok.shape[0],
+    transformerWidth,
+    transformerHeads: transformerWidth / 64,
+    transformerLayers: countBlocks(sd, "transformer.resblocks."),
+  };
+}
+
+/** Every tensor the model needs, with its expected shape. */
+export function expectedShapes(c: ClipConfig): Map<string, number[]> {
+  const m = new Map<string, number[]>();
+  const V = c.visionWidth, W = c.transformerWidth, g = c.imageResolution / c.visionPatchSize;
+  const block = (p: string, w: number) => {
+    m.set(`${p}.attn.in_proj_weight`, [3 * w, w]);
+    m.set(`${p}.attn.in_proj_bias`, [3 * w]);
+    m.set(`${p}.attn.out_proj.weight`, [w, w]);
+    m.set(`${p}.attn.out_proj.bias`, [w]);
+    for (const ln of ["ln_1", "ln_2"]) {
+      m.set(`${p}.${ln}.weight`, [w]);
+      m.set(`${p}.${ln}.bias`, [w]);
+    }
+    m.set(`${p}.mlp.c_fc.weight`, [4 * w, w]);
+    m.set(`${p}.mlp.c_fc.bias`, [4 * w]);
+    m.set(`${p}.mlp.c_proj.weight`, [w, 4 * w]);
+    m.set(`${p}.mlp.c_proj.bias`, [w]);
+  };
+  m.set("visual.conv1.weight", [V, 3, c.visionPatchSize, c.visionPatchSize]);
+  m.set("visual.class_embedding", [V]);
+  m.set("visual.positional_embedding", [g * g + 1, V]);
+  for (const n of ["ln_pre", "ln_post"]) {
+    m.set(`visual.${n}.weight`, [V]);
+    m.set(`visual.${n}.bias`, [V]);
+  }
+  m.set("visual.proj", [V, c.embedDim]);
+  for (let i = 0; i < c.visionLayers; i++) block(`visual.transformer.resblocks.${i}`, V);
+  m.set("token_embedding.weight", [c.vocabSize, W]);
+  m.set("positional_embedding", [c.contextLength, W]);
+  for (let i = 0; i < c.transformerLayers; i++) block(`transformer.resblocks.${i}`, W);
+  m.set("ln_final.weight", [W]);
+  m.set("ln_final.bias", [W]);
+  m.set("text_projection", [W, c.embedDim]);
+  m.set("logit_scale", []);
+  return m;
+}
+
+interface Block {
+  ln1w: Tensor;
+  ln1b: Tensor;
+  inW: Tensor;
+  inB: Tensor;
+  outW: Tensor;
+  outB: Tensor;
+  ln2w: Tensor;
+  ln2b: Tensor;
+  fcW: Tensor;
+  fcB: Tensor;
+  projW: Tensor;
+  projB: Tensor;
+}
+
+export interface ImageOptions {
+  /** Return every block's output ([B, T, width] each). */
+  hidden?: boolean;
+  /** [B or 1, n, width] tokens appended after the image tokens, before ln_pre (MaPLe). */
+  extraTokens?: Tensor;
+  /** Called with each block's input; may return a replacement (MaPLe's deep prompts). */
+  beforeBlock?: (layer: number, x: Tensor) => Tensor;
+}
+
+export interface TextOptions {
+  beforeBlock?: (layer: number, x: Tensor) => Tensor;
+  hidden?: boolean;
+}
+
+export interface LoadOptions {
+  /** Keep f16 checkpoint tensors as f16 on the device (default: when the adapter has shader-f16). */
+  f16?: boolean;
+  file?: string;
+}
+
+export class CLIP {
+  readonly config: ClipConfig;
+  readonly weights = new Map<string, Tensor>();
+  private vBlocks: Block[] = [];
+  private tBlocks: Block[] = [];
+
+  private constructor(config: ClipConfig) {
+    this.config = config;
+  }
+
+  /**
+   * Builds the model from a state dict. Every expected tensor is checked (present, right shape)
+   * before any GPU memory is used; the errors name the tensor.
+   */
+  static fromStateDict(sd: StateDict, opts: LoadOptions = {}): CLIP {
+    const file = opts.file ?? "checkpoint";
+    const config = inferConfig(sd, file);
+    const expected = expectedShapes(config);
+    const problems: string[] = [];
+    for (const [name, shape] of expected) {
+      const w = sd.get(name);
+      if (!w) problems.push(`missing ${name} ${fmtShape(shape)}`);
+      else if (w.shape.length !== shape.length || w.shape.some((s, i) => s !== shape[i])) {
+        problems.push(`${name} is ${fmtShape(w.shape)}, expected ${fmtShape(shape)}`);
+      }
+    }
+    if (problems.length) {
+      throw new EngineError(
+        "clip",
+        `${file} does not fit CLIP ${JSON.stringify(config)}:\n  ${problems.join("\n  ")}`,
+      );
+    }
+    const useF16 = (opts.f16 ?? true) && E().f16;
+    const m = new CLIP(config);
+    for (const name of expected.keys()) {
+      const w = sd.get(name)!;
+      const keepF16 = useF16 && w.dtype === "F16" && name !== "logit_scale";
+      const t = keepF16
+        ? tensor(
+          new Uint16Array(w.data.buffer, w.data.byteOffset, w.data.byteLength / 2).slice(),
+          w.shape,
+          "f16",
+        )
+        : tensor(toFloat32(w), w.shape);
+      t.name = name;
+      m.weights.set(name, t);
+    }
+    const block = (p: string): Block => {
+      const w = (n: string) => m.weights.get(`${p}.${n}`)!;
+      return {
+        ln1w: w("ln_1.weight"),
+        ln1b: w("ln_1.bias"),
+        inW: w("attn.in_proj_weight"),
+        inB: w("attn.in_proj_bias"),
+        outW: w("attn.out_proj.weight"),
+        outB: w("attn.out_proj.bias"),
+        ln2w: w("ln_2.weight"),
+        ln2b: w("ln_2.bias"),
+        fcW: w("mlp.c_fc.weight"),
+        fcB: w("mlp.c_fc.bias"),
+        projW: w("mlp.c_proj.weight"),
+        projB: w("mlp.c_proj.bias"),
+      };
+    };
+    for (let i = 0; i < config.visionLayers; i++) {
+      m.vBlocks.push(block(`visual.transformer.resblocks.${i}`));
+    }
+    for (let i = 0; i < config.transformerLayers; i++) {
+      m.tBlocks.push(block(`transformer.resblocks.${i}`));
+    }
+    return m;
+  }
+
+  w(name: string): Tensor {
+    const t = this.weights.get(name);
+    if (!t) throw new EngineError("clip", `no weight ${name}`);
+    return t;
+  }
+
+  /** One pre-norm residual block: x + attn(ln_1(x)), then + mlp(ln_2(x)). */
+  private block(x: Tensor, b: Block, heads: number, causal: boolean): Tensor {
+    const [B, T, W] = x.shape;
+    const D = W / heads;
+    const h = layerNorm(x, b.ln1w, b.ln1b, 1e-5);
+    const qkv = permute(reshape(linear(h, b.inW, b.inB), [B, T, 3, heads, D]), [2, 0, 3, 1, 4]);
+    const pick = (i: number) => squeeze(narrow(qkv, 0, i, 1), 0); // [B, heads, T, D] views
+    const o = attention(pick(0), pick(1), pick(2), { causal });
+    const merged = reshape(permute(o, [0, 2, 1, 3]), [B, T, W]);
+    x = add(x, linear(merged, b.outW, b.outB));
+    const m = linear(
+      quickGelu(linear(layerNorm(x, b.ln2w, b.ln2b, 1e-5), b.fcW, b.fcB)),
+      b.projW,
+      b.projB,
+    );
+    return add(x, m);
+  }
+
+  /** Image tower: pixels [B, 3, R, R] → image features [B, embed] (before normalisation). */
+  encodeImage(pixels: Tensor, opts: ImageOptions = {}): { features: Tensor; hidden: Tensor[] } {
+    const c = this.config;
+    const R = c.imageResolution;
+    if (
+      pixels.rank !== 4 || pixels.shape[1] !== 3 || pixels.shape[2] !== R || pixels.shape[3] !== R
+    ) {
+      throw new EngineError(
+        "encodeImage",
+        `pixels must be [B, 3, ${R}, ${R}], got ${fmtShape(pixels.shape)}`,
+      );
+    }
+    const B = pixels.shape[0], V = c.visionWidth;
+    const patches = conv2dPatch(pixels, this.w("visual.conv1.weight")); // [B, V, g, g]
+    const tokens = permute(reshape(patches, [B, V, -1]), [0, 2, 1]); // [B, g², V]
+    const cls = expand(reshape(this.w("visual.class_embedding"), [1, 1, V]), [B, 1, V]);
+    let x = add(concat([cls, tokens], 1), this.w("visual.positional_embedding"));
+    if (opts.extraTokens) {
+      const e = opts.extraTokens;
+      x = concat([x, e.shape[0] === B ? e : expand(e, [B, e.shape[1], V])], 1);
+    }
+    x = layerNorm(x, this.w("visual.ln_pre.weight"), this.w("visual.ln_pre.bias"), 1e-5);
+    const hidden: Tensor[] = [];
+    this.vBlocks.forEach((b, i) => {
+      if (opts.beforeBlock) x = opts.beforeBlock(i, x);
+      x = this.block(x, b, c.visionHeads, false);
+      if (opts.hidden) hidden.push(x);
+    });
+    const cls0 = squeeze(narrow(x, 1, 0, 1), 1);
+    const pooled = layerNorm(
+      cls0,
+      this.w("visual.ln_post.weight"),
+      this.w("visual.ln_post.bias"),
+      1e-5,
+    );
+    return { features: matmul(pooled, this.w("visual.proj")), hidden };
+  }
+
+  /** Token embeddings of ids [N, ctx] (i32) → [N, ctx, width]. */
+  embedTokens(ids: Tensor): Tensor {
+    return embedding(this.w("token_embedding.weight"), ids);
+  }
+
+  /**
+   * Text tower from token embeddings x [N, ctx, width] (prompt learners splice learned vectors into
+   * them); `eot` holds each row's end-of-text position (i32 [N]).
+   */
+  encodeEmbeddings(x: Tensor, eot: Tensor, opts: TextOptions = {}): Tensor {
+    const c = this.config;
+    x = add(x, this.w("positional_embedding"));
+    this.tBlocks.forEach((b, i) => {
+      if (opts.beforeBlock) x = opts.beforeBlock(i, x);
+      x = this.block(x, b, c.transformerHeads, true);
+    });
+    x = layerNorm(x, this.w("ln_final.weight"), this.w("ln_final.bias"), 1e-5);
+    return matmul(takeRows(x, eot), this.w("text_projection"));
+  }
+
+  /** Text tower from token ids [N, ctx] (Int32Array or i32 tensor). */
+  encodeText(tokens: Int32Array | Tensor, opts: TextOptions = {}): Tensor {
+    const ctx = this.config.contextLength;
+    const host = tokens instanceof Tensor ? null : tokens;
+    if (host && host.length % ctx) {
+      throw new EngineError("encodeText", `token ids (${host.length}) are not rows of ${ctx}`);
+    }
+    const ids = host ? tensor(host, [host.length / ctx, ctx], "i32") : (tokens as Tensor);
+    const eot = host ? tensor(eotPositions(host, ctx), [host.length / ctx], "i32") : null;
+    if (!eot) {
+      throw new EngineError(
+        "encodeText",
+        "pass host token ids (Int32Array) so end-of-text positions are known",
+      );
+    }
+    return this.encodeEmbeddings(this.embedTokens(ids), eot, opts);
+  }
+
+  /** exp(logit_scale) · normalise(image) · normalise(text)ᵀ */
+  logits(imageFeatures: Tensor, textFeatures: Tensor): Tensor {
+    const scale = exp(this.w("logit_scale"));
+    return mul(matmul(normalize(imageFeatures), normalize(textFeatures), { transB: true }), scale);
+  }
+
+  dispose() {
+    for (const t of this.weights.values()) t.dispose();
+    this.weights.clear();
+  }
+}
+
+/** The end-of-text position of each row: the largest id (49407) in CLIP's vocabulary. */
+export function eotPositions(ids: Int32Array, ctx: number): Int32Array {
+  const n = ids.length / ctx;
+  const out = new Int32Array(n);
+  for (let r = 0; r < n; r++) {
+    let best = 0;
+    for (let i = 1; i < ctx; i++) if (ids[r * ctx + i] > ids[r * ctx + best]) best = i;
+    out[r] = best;
+  }
+  return out;
+}
+
+export { contiguous };
