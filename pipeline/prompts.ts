@@ -1,0 +1,170 @@
+/**
+ * Class prompts in token-embedding space, shared by the prompt learners (CoOp, CoCoOp, GOPro,
+ * MaPLe): placeholder prompts `X X … X {class}.` are tokenised and embedded once (frozen); learned
+ * context vectors are spliced over the placeholders; the end-of-text positions come from the ids.
+ * Everything is rebuilt from the current class list (so context transfers to new classes).
+ */
+import { EngineError, fmtShape } from "../engine/errors.ts";
+import { own, scope, type Tensor, tensor } from "../engine/tensor.ts";
+import { noGrad } from "../engine/autograd.ts";
+import { expand, narrow, reshape } from "../engine/ops/views.ts";
+import { concat, sliceAssign } from "../engine/ops/indexing.ts";
+import type { CLIP } from "../model/clip.ts";
+import { eotPositions } from "../model/clip.ts";
+import type { Tokenizer } from "../model/tokenizer.ts";
+
+export type ClassTokenPosition = "end" | "middle" | "front";
+
+/** "golden_retriever" → "golden retriever"; empty names are refused. */
+export function cleanClassName(name: string): string {
+  const s = name.replace(/_/g, " ").trim();
+  if (!s) throw new EngineError("prompts", `empty class name ${JSON.stringify(name)}`);
+  return s;
+}
+
+/** Token embeddings of an init phrase's words (e.g. "a photo of a" → [4, width]). */
+export function phraseEmbedding(model: CLIP, tok: Tokenizer, phrase: string): Tensor {
+  const ids = tok.encode(phrase);
+  if (!ids.length) {
+    throw new EngineError("prompts", `init phrase ${JSON.stringify(phrase)} has no tokens`);
+  }
+  return scope(() =>
+    noGrad(() => model.embedTokens(tensor(Int32Array.from(ids), [ids.length], "i32")))
+  );
+}
+
+export class ClassPrompts {
+  readonly classnames: string[];
+  readonly nCtx: number;
+  readonly position: ClassTokenPosition;
+  readonly phrase: string;
+  /** i32 ids of the placeholder prompts, [C, ctx]. */
+  readonly ids: Int32Array;
+  /** Frozen token embeddings of the placeholder prompts, [C, ctx, width]. */
+  readonly embeddings: Tensor;
+  /** i32 [C] end-of-text positions. */
+  readonly eot: Tensor;
+  /** Token count of each class name (for the middle/front layouts). */
+  private nameLengths: number[];
+  private model: CLIP;
+
+  /**
+   * With `phrase`, its first nCtx tokens are the learned ones (MaPLe: "a photo of a", nCtx 2);
+   * otherwise nCtx "X" placeholders.
+   */
+  constructor(
+    model: CLIP,
+    tok: Tokenizer,
+    classnames: string[],
+    nCtx: number,
+    position: ClassTokenPosition = "end",
+    phrase = "",
+  ) {
+    this.model = model;
+    this.classnames = classnames.map(cleanClassName);
+    this.nCtx = nCtx;
+    this.position = position;
+    const ctxLen = model.config.contextLength;
+    if (phrase && position !== "end") {
+      throw new EngineError("prompts", "a phrase prompt takes the class token at the end");
+    }
+    const placeholder = phrase || Array(nCtx).fill("X").join(" ");
+    this.phrase = phrase;
+    const words = phrase ? tok.encode(phrase).length : nCtx;
+    if (words < nCtx) {
+      throw new EngineError(
+        "prompts",
+        `init phrase "${phrase}" has ${words} tokens, fewer than nCtx ${nCtx}`,
+      );
+    }
+    this.ids = tok.tokenize(
+      this.classnames.map((c) => (nCtx ? `${placeholder} ${c}.` : `${c}.`)),
+      ctxLen,
+    );
+    this.nameLengths = this.classnames.map((c) => tok.encode(c).length);
+    const C = this.classnames.length;
+    // owned: a method built inside a scope keeps its prompts until dispose()
+    this.embeddings = own(
+      scope(() => noGrad(() => model.embedTokens(tensor(this.ids, [C, ctxLen], "i32")))),
+    );
+    this.eot = own(tensor(eotPositions(this.ids, ctxLen), [C], "i32"));
+  }
+
+  get size() {
+    return this.classnames.length;
+  }
+
+  /**
+   * Prompt embeddings with the context spliced in. `ctx` is [M, W] (unified), [C, M, W]
+   * (class-specific) or [B, M, W] / [B, C, M, W] with `perImage` (conditional context): the
+   * result is [C, ctx, W], or [B·C, ctx, W] per image, row b·C + c.
+   */
+  compose(ctx: Tensor, perImage = false): Tensor {
+    const C = this.size, M = this.nCtx;
+    const [L, W] = this.embeddings.shape.slice(1);
+    if (ctx.shape[ctx.rank - 2] !== M || ctx.shape[ctx.rank - 1] !== W) {
+      throw new EngineError(
+        "prompts",
+        `context ${fmtShape(ctx.shape)} does not match [${M}, ${W}]`,
+      );
+    }
+    if (!perImage) return this.splice(this.embeddings, ctx, C);
+    const B = ctx.shape[0];
+    const base = expand(reshape(this.embeddings, [1, C, L, W]), [B, C, L, W]);
+    const per = ctx.rank === 3 ? reshape(ctx, [B, 1, M, W]) : ctx;
+    return reshape(this.splice(base, per, C), [B * C, L, W]);
+  }
+
+  private splice(base: Tensor, ctx: Tensor, C: number): Tensor {
+    const M = this.nCtx, r = base.rank;
+    if (this.position === "end") {
+      const begin = new Array(r).fill(0);
+      begin[r - 2] = 1;
+      const size = [...base.shape];
+      size[r - 2] = M;
+      return sliceAssign(base, ctx, begin, size);
+    }
+    // front / middle: rebuild each class row around its name's tokens
+    const rows: Tensor[] = [];
+    const half = this.position === "middle" ? Math.floor(M / 2) : 0;
+    for (let c = 0; c < C; c++) {
+      const row = narrow(base, r - 3, c, 1);
+      const cctx = ctx.shape[r - 3] === C ? narrow(ctx, r - 3, c, 1) : ctx;
+      const n = this.nameLengths[c];
+      const [L] = base.shape.slice(r - 2);
+      const name = narrow(row, r - 2, 1 + M, n);
+      const parts = [narrow(row, r - 2, 0, 1)];
+      const ctxB = (
+        t: Tensor,
+      ) => (t.rank === r
+        ? t
+        : expand(t, [...row.shape.slice(0, r - 2), t.shape[t.rank - 2], t.shape[t.rank - 1]]));
+      if (half > 0) parts.push(ctxB(narrow(cctx, cctx.rank - 2, 0, half)));
+      parts.push(name);
+      parts.push(ctxB(narrow(cctx, cctx.rank - 2, half, M - half)));
+      parts.push(narrow(row, r - 2, 1 + M + n, L - 1 - M - n));
+      rows.push(concat(parts, r - 2));
+    }
+    return concat(rows, r - 3);
+  }
+
+  /** eot positions for the [B·C] rows of a per-image composition. */
+  eotRepeated(B: number): Tensor {
+    return reshape(expand(reshape(this.eot, [1, this.size]), [B, this.size]), [B * this.size]);
+  }
+
+  dispose() {
+    this.embeddings.dispose();
+    this.eot.dispose();
+  }
+}
+
+/** Hand-written prompt text features for each class (zero-shot CLIP), averaged over templates. */
+export function templateIds(
+  tok: Tokenizer,
+  classnames: string[],
+  template: string,
+  ctx = 77,
+): Int32Array {
+  return tok.tokenize(classnames.map((c) => template.replaceAll("{}", cleanClassName(c))), ctx);
+}
