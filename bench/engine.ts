@@ -11,9 +11,18 @@ export async function benchEngine(): Promise<Row[]> {
     const a = T.full([n], 1.5);
     const b = T.full([n], 0.5);
     const ms = await timeGpu(`add ${n}`, () => T.add(a, b).dispose());
-    rows.push({ group: "elementwise", name: `add f32 n=${n}`, ms, value: (12 * n) / ms / 1e6, unit: "GB/s" });
+    rows.push({
+      group: "elementwise",
+      name: `add f32 n=${n}`,
+      ms,
+      value: (12 * n) / ms / 1e6,
+      unit: "GB/s",
+    });
     const bt = T.reshape(b, [n >> 8, 256]);
-    const ms2 = await timeGpu(`add transposed ${n}`, () => T.add(T.transpose(bt), T.transpose(bt)).dispose());
+    const ms2 = await timeGpu(
+      `add transposed ${n}`,
+      () => T.add(T.transpose(bt), T.transpose(bt)).dispose(),
+    );
     rows.push({
       group: "elementwise",
       name: `add of transposed views n=${n}`,
@@ -22,7 +31,13 @@ export async function benchEngine(): Promise<Row[]> {
       unit: "GB/s",
     });
     const ms3 = await timeGpu(`sum ${n}`, () => T.sum(T.reshape(a, [n >> 10, 1024]), 1).dispose());
-    rows.push({ group: "reduce", name: `row sum ${n >> 10}×1024`, ms: ms3, value: (4 * n) / ms3 / 1e6, unit: "GB/s" });
+    rows.push({
+      group: "reduce",
+      name: `row sum ${n >> 10}×1024`,
+      ms: ms3,
+      value: (4 * n) / ms3 / 1e6,
+      unit: "GB/s",
+    });
     [a, b].forEach((t) => t.dispose());
   }
 
@@ -54,7 +69,13 @@ export async function benchEngine(): Promise<Row[]> {
     await e.sync();
   }
   const cachedMs = (performance.now() - t0) / k;
-  rows.push({ group: "overhead", name: "pipeline compile + first dispatch", ms: compileMs - cachedMs, value: compileMs - cachedMs, unit: "ms" });
+  rows.push({
+    group: "overhead",
+    name: "pipeline compile + first dispatch",
+    ms: compileMs - cachedMs,
+    value: compileMs - cachedMs,
+    unit: "ms",
+  });
 
   // dispatch overhead: many tiny dispatches, one wait
   const nd = 1000;
@@ -62,7 +83,13 @@ export async function benchEngine(): Promise<Row[]> {
   for (let i = 0; i < nd; i++) one("warm");
   await e.sync();
   const per = (performance.now() - t0) / nd;
-  rows.push({ group: "overhead", name: "dispatch (recorded, batched submit)", ms: per, value: per * 1000, unit: "µs" });
+  rows.push({
+    group: "overhead",
+    name: "dispatch (recorded, batched submit)",
+    ms: per,
+    value: per * 1000,
+    unit: "µs",
+  });
 
   // readback round trip of 4 bytes
   const z = T.full([1], 2);

@@ -44,7 +44,11 @@ if (import.meta.main) {
     }
   }
   const rows: Row[] = [];
-  console.log(`adapter: ${engine.info.adapter} (${engine.info.backend}${engine.info.isFallbackAdapter ? ", software" : ""})`);
+  console.log(
+    `adapter: ${engine.info.adapter} (${engine.info.backend}${
+      engine.info.isFallbackAdapter ? ", software" : ""
+    })`,
+  );
   for (const [name, fn] of Object.entries(SUITES)) {
     if (only && !only.includes(name)) continue;
     const got = await fn();

@@ -28,7 +28,9 @@ export function noGrad<T>(fn: () => T): T {
 
 /** Marks a tensor as a trainable leaf. */
 export function param<T extends Tensor>(t: T): T {
-  if (t.dtype !== "f32") throw new EngineError("param", `trainable tensors must be f32, got ${t.dtype}`);
+  if (t.dtype !== "f32") {
+    throw new EngineError("param", `trainable tensors must be f32, got ${t.dtype}`);
+  }
   t.requiresGrad = true;
   return t;
 }
@@ -98,7 +100,10 @@ export function backward(loss: Tensor, grad?: Tensor) {
     );
   }
   if (!grad && loss.size !== 1) {
-    throw new EngineError("backward", `loss must have one element, got ${fmtShape(loss.shape)}; pass grad`);
+    throw new EngineError(
+      "backward",
+      `loss must have one element, got ${fmtShape(loss.shape)}; pass grad`,
+    );
   }
   const order = topo(loss.node);
   for (const n of order) {

@@ -121,16 +121,16 @@ export class Engine {
       const e = (ev as GPUUncapturedErrorEvent).error;
       this.error ??= new EngineError(
         "webgpu",
-        `${e.message} (kernels in the failing batch: ${[...new Set(this.batchKernels)].join(", ")})`,
+        `${e.message} (kernels in the failing batch: ${
+          [...new Set(this.batchKernels)].join(", ")
+        })`,
       );
     });
     device.lost.then((l) => {
       if (l.reason !== "destroyed") {
         this.error ??= new EngineError(
           "webgpu",
-          `device lost: ${l.message} (last kernels: ${
-            [...new Set(this.batchKernels)].join(", ")
-          })`,
+          `device lost: ${l.message} (last kernels: ${[...new Set(this.batchKernels)].join(", ")})`,
         );
       }
     });
@@ -315,7 +315,13 @@ export class Engine {
     if (this.pass) this.pass.end();
     const uni = this.uniformGpu;
     if (uni && this.uniformUsed) {
-      this.device.queue.writeBuffer(uni, 0, this.uniformCpu.buffer, 0, this.uniformUsed * UNIFORM_SLOT);
+      this.device.queue.writeBuffer(
+        uni,
+        0,
+        this.uniformCpu.buffer,
+        0,
+        this.uniformUsed * UNIFORM_SLOT,
+      );
     }
     this.device.queue.submit([this.encoder.finish()]);
     this.submits++;
@@ -374,7 +380,11 @@ export function initEngine(): Promise<Engine> {
     if (!("gpu" in navigator)) throw new EngineError("device", NO_ADAPTER);
     const adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
     if (!adapter) throw new EngineError("device", NO_ADAPTER);
-    const wanted: GPUFeatureName[] = ["shader-f16", "timestamp-query", "subgroups" as GPUFeatureName];
+    const wanted: GPUFeatureName[] = [
+      "shader-f16",
+      "timestamp-query",
+      "subgroups" as GPUFeatureName,
+    ];
     const requiredFeatures = wanted.filter((f) => adapter.features.has(f));
     const l = adapter.limits;
     const requiredLimits: Record<string, number> = {

@@ -96,7 +96,11 @@ export const MAPS: Record<string, MapDef> = {
   square: { arity: 1, wgsl: "a * a", cpu: (a) => a * a },
   reciprocal: { arity: 1, wgsl: "1.0 / a", cpu: (a) => 1 / a },
   // scalar-parameterised
-  clamp: { arity: 1, wgsl: "clamp(a, s0, s1)", cpu: (a, _b, _c, s) => Math.min(Math.max(a, s[0]), s[1]) },
+  clamp: {
+    arity: 1,
+    wgsl: "clamp(a, s0, s1)",
+    cpu: (a, _b, _c, s) => Math.min(Math.max(a, s[0]), s[1]),
+  },
   in_range: {
     arity: 1,
     wgsl: "select(0.0, 1.0, a >= s0 && a <= s1)",
@@ -163,9 +167,7 @@ export function mapWgsl(
     let s = uw(8u + u32(d));
     let c = rem % s;
     rem = rem / s;
-    ${
-      dtypes.map((_, k) => direct[k] ? "" : `o${k} += c * uw(${14 + 6 * k}u + u32(d));`).join(" ")
-    }
+    ${dtypes.map((_, k) => direct[k] ? "" : `o${k} += c * uw(${14 + 6 * k}u + u32(d));`).join(" ")}
     ${outStrided ? "oo += c * uw(32u + u32(d));" : ""}
   }`
     : "";

@@ -77,7 +77,11 @@ export function cpuReduce(
     let o = 0;
     for (let d = 0; d < shape.length; d++) o = o * shape[d] + (axes.includes(d) ? 0 : coord[d]);
     const v = x.data[i];
-    data[o] = op === "sum" ? data[o] + v : op === "max" ? Math.max(data[o], v) : Math.min(data[o], v);
+    data[o] = op === "sum"
+      ? data[o] + v
+      : op === "max"
+      ? Math.max(data[o], v)
+      : Math.min(data[o], v);
   }
   return { shape, data };
 }

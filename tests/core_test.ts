@@ -1,4 +1,13 @@
-import { assertClose, download, gradCheck, type HostTensor, randHost, setup, T, upload } from "./util.ts";
+import {
+  assertClose,
+  download,
+  gradCheck,
+  type HostTensor,
+  randHost,
+  setup,
+  T,
+  upload,
+} from "./util.ts";
 import { cpuReduce } from "../kernels/reduce.ts";
 import { cpuMap } from "../kernels/elementwise.ts";
 import assert from "node:assert/strict";
@@ -37,12 +46,17 @@ Deno.test("views are metadata: permute, reshape of a view, slice, expand", async
     assertClose(await download(p), cpuPermute(h, [2, 0, 1]), { msg: "permute" });
     const sref: number[] = [];
     for (let j = 0; j < 3; j++) for (let k = 1; k < 3; k++) sref.push(h.data[12 + j * 4 + k]);
-    assertClose(await download(s), sref.length ? { shape: [1, 3, 2], data: Float64Array.from(sref) } : h);
+    assertClose(
+      await download(s),
+      sref.length ? { shape: [1, 3, 2], data: Float64Array.from(sref) } : h,
+    );
     const eh = await download(e);
     assert.deepEqual(eh.shape, [2, 5, 12]);
     for (let b = 0; b < 2; b++) {
       for (let r = 0; r < 5; r++) {
-        for (let c = 0; c < 12; c++) assert.equal(eh.data[(b * 5 + r) * 12 + c], Math.fround(h.data[b * 12 + c]));
+        for (let c = 0; c < 12; c++) {
+          assert.equal(eh.data[(b * 5 + r) * 12 + c], Math.fround(h.data[b * 12 + c]));
+        }
       }
     }
     // reshape of a transposed view cannot be expressed with strides: it copies, values stay right
@@ -57,7 +71,9 @@ Deno.test("views are metadata: permute, reshape of a view, slice, expand", async
 
 Deno.test("view gradients: permute, slice, expand, reshape", async () => {
   const h = randHost([3, 4], 2);
-  await gradCheck(([x]) => T.permute(x, [1, 0]), ([x]) => cpuPermute(x, [1, 0]), [h], { msg: "permute" });
+  await gradCheck(([x]) => T.permute(x, [1, 0]), ([x]) => cpuPermute(x, [1, 0]), [h], {
+    msg: "permute",
+  });
   await gradCheck(
     ([x]) => T.mul(T.slice(x, [1, 1], [2, 2]), 3),
     ([x]) => ({ shape: [2, 2], data: Float64Array.from([5, 6, 9, 10].map((i) => 3 * x.data[i])) }),
@@ -87,13 +103,20 @@ Deno.test("reductions over any axes, keepdim, views", async () => {
       const x = upload(h);
       for (const op of ["sum", "max", "min"] as const) {
         const ref = cpuReduce(op, h, axes);
-        assertClose(await download(T[op](x, axes, true)), ref, { rtol: 1e-5, atol: 1e-5, msg: `${op} ${shape}/${axes}` });
+        assertClose(await download(T[op](x, axes, true)), ref, {
+          rtol: 1e-5,
+          atol: 1e-5,
+          msg: `${op} ${shape}/${axes}`,
+        });
         const flat = await download(T[op](x, axes));
         assert.deepEqual(flat.shape, shape.filter((_, d) => !axes.includes(d)));
       }
       const n = axes.reduce((a, d) => a * shape[d], 1);
       const m = cpuReduce("sum", h, axes);
-      assertClose(await download(T.mean(x, axes, true)), { shape: m.shape, data: m.data.map((v) => v / n) }, {
+      assertClose(await download(T.mean(x, axes, true)), {
+        shape: m.shape,
+        data: m.data.map((v) => v / n),
+      }, {
         rtol: 1e-5,
         atol: 1e-6,
         msg: "mean",
@@ -114,23 +137,43 @@ function cpuVar(x: HostTensor, axis: number, correction: number): HostTensor {
   const mean = { shape: s.shape, data: s.data.map((v) => v / n) };
   const d = cpuMap("sub", [x, mean]);
   const ss = cpuReduce("sum", cpuMap("mul", [d, d]), [axis]);
-  return { shape: ss.shape.filter((_, i) => i !== axis), data: ss.data.map((v) => v / (n - correction)) };
+  return {
+    shape: ss.shape.filter((_, i) => i !== axis),
+    data: ss.data.map((v) => v / (n - correction)),
+  };
 }
 
 Deno.test("reduction gradients (sum, mean, max, variance)", async () => {
   const h = randHost([3, 5], 4);
-  await gradCheck(([x]) => T.sum(x, 1), ([x]) => {
-    const r = cpuReduce("sum", x, [1]);
-    return { shape: [3], data: r.data };
-  }, [h], { msg: "sum" });
-  await gradCheck(([x]) => T.mean(x, 0), ([x]) => {
-    const r = cpuReduce("sum", x, [0]);
-    return { shape: [5], data: r.data.map((v) => v / 3) };
-  }, [h], { msg: "mean" });
-  await gradCheck(([x]) => T.max(x, 1), ([x]) => ({ shape: [3], data: cpuReduce("max", x, [1]).data }), [h], {
-    msg: "max",
+  await gradCheck(
+    ([x]) => T.sum(x, 1),
+    ([x]) => {
+      const r = cpuReduce("sum", x, [1]);
+      return { shape: [3], data: r.data };
+    },
+    [h],
+    { msg: "sum" },
+  );
+  await gradCheck(
+    ([x]) => T.mean(x, 0),
+    ([x]) => {
+      const r = cpuReduce("sum", x, [0]);
+      return { shape: [5], data: r.data.map((v) => v / 3) };
+    },
+    [h],
+    { msg: "mean" },
+  );
+  await gradCheck(
+    ([x]) => T.max(x, 1),
+    ([x]) => ({ shape: [3], data: cpuReduce("max", x, [1]).data }),
+    [h],
+    {
+      msg: "max",
+    },
+  );
+  await gradCheck(([x]) => T.variance(x, 1, false, 1), ([x]) => cpuVar(x, 1, 1), [h], {
+    msg: "var",
   });
-  await gradCheck(([x]) => T.variance(x, 1, false, 1), ([x]) => cpuVar(x, 1, 1), [h], { msg: "var" });
 });
 
 Deno.test("scope frees intermediates and keeps the result; memory returns to its level", async () => {
@@ -140,7 +183,11 @@ Deno.test("scope frees intermediates and keeps the result; memory returns to its
   const one = T.memory().bytesInUse;
   assert.ok(one > base);
   assert.ok(one - base <= 512, `only the result should survive, ${one - base} bytes did`);
-  assert.ok(Math.abs((await y.item()) - (2 * Math.E + 3 * Math.E ** 2 + 4 * Math.E ** 3 + 5 * Math.E ** 4)) < 1e-2);
+  assert.ok(
+    Math.abs(
+      (await y.item()) - (2 * Math.E + 3 * Math.E ** 2 + 4 * Math.E ** 3 + 5 * Math.E ** 4),
+    ) < 1e-2,
+  );
   y.dispose();
   assert.equal(T.memory().bytesInUse, base);
   // a throwing scope still frees what it made
@@ -175,7 +222,10 @@ Deno.test("noGrad records nothing", () => {
   const y = T.noGrad(() => T.mul(w, 2));
   assert.equal(y.requiresGrad, false);
   assert.equal(y.node, null);
-  assert.throws(() => T.backward(T.sum(y)), /backward: tensor \[\] is not the result of ops on tensors that require grad/);
+  assert.throws(
+    () => T.backward(T.sum(y)),
+    /backward: tensor \[\] is not the result of ops on tensors that require grad/,
+  );
   y.dispose();
   w.dispose();
 });
@@ -215,10 +265,19 @@ Deno.test("device errors surface with the failing kernel's name, and the engine 
 
 Deno.test("shape errors name op and shapes", () => {
   T.scope(() => {
-    assert.throws(() => T.reshape(T.zeros([2, 3]), [4, 2]), /reshape: cannot reshape \[2, 3\] \(6\) to \[4, 2\]/);
-    assert.throws(() => T.matmul(T.zeros([2, 3]), T.zeros([4, 2])), /matmul: inner sizes differ: \[2, 3\] · \[4, 2\]/);
+    assert.throws(
+      () => T.reshape(T.zeros([2, 3]), [4, 2]),
+      /reshape: cannot reshape \[2, 3\] \(6\) to \[4, 2\]/,
+    );
+    assert.throws(
+      () => T.matmul(T.zeros([2, 3]), T.zeros([4, 2])),
+      /matmul: inner sizes differ: \[2, 3\] · \[4, 2\]/,
+    );
     assert.throws(() => T.sum(T.zeros([2, 3]), 2), /sum: axis 2 out of range for rank 2/);
-    assert.throws(() => T.expand(T.zeros([2, 3]), [4, 3]), /expand: cannot expand \[2, 3\] to \[4, 3\]/);
+    assert.throws(
+      () => T.expand(T.zeros([2, 3]), [4, 3]),
+      /expand: cannot expand \[2, 3\] to \[4, 3\]/,
+    );
     assert.throws(() => T.tensor([1, 2, 3], [2, 2]), /tensor: 3 values do not fill shape \[2, 2\]/);
   });
 });
@@ -231,7 +290,9 @@ Deno.test("a gradient shared by two inputs (f(x) + g(x), residuals) is not freed
   const g = T.tensor([2]);
   T.scope(() => T.backward(T.sum(T.mul(x, x)), T.reshape(g, [])));
   assert.equal(g.disposed, false);
-  assertClose(await download(x.grad!), [1, 2, 3].map((v) => Math.exp(v) + 1 / v + 4 * v), { rtol: 1e-6 });
+  assertClose(await download(x.grad!), [1, 2, 3].map((v) => Math.exp(v) + 1 / v + 4 * v), {
+    rtol: 1e-6,
+  });
   g.dispose();
   x.dispose();
 });

@@ -47,7 +47,9 @@ export function assertClose(
   { rtol = 1e-5, atol = 1e-6, msg = "" } = {},
 ) {
   const a = "data" in actual ? actual : { shape: [actual.length], data: Float64Array.from(actual) };
-  const e = "data" in expected ? expected : { shape: [expected.length], data: Float64Array.from(expected) };
+  const e = "data" in expected
+    ? expected
+    : { shape: [expected.length], data: Float64Array.from(expected) };
   assert.deepEqual(a.shape, e.shape, `${msg} shape`);
   let worst = 0, wi = -1;
   for (let i = 0; i < e.data.length; i++) {

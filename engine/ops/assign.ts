@@ -11,7 +11,10 @@ export function assignInto(dst: Tensor, src: Tensor): void {
   dst.buf("assign");
   if (dst.requiresGrad && !dst.node) {
     // writing into a trainable leaf under autograd would corrupt saved values silently
-    throw new EngineError("assign", `cannot write into trainable leaf ${fmtShape(dst.shape)}; use sliceAssign`);
+    throw new EngineError(
+      "assign",
+      `cannot write into trainable leaf ${fmtShape(dst.shape)}; use sliceAssign`,
+    );
   }
   if (src.storage === dst.storage) {
     const tmp = launchMap("copy", [src], [], src.dtype);

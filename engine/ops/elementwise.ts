@@ -35,7 +35,10 @@ export function launchMap(
 ): Tensor {
   const shape = into ? into.shape : broadcastShapes(...inputs.map((t) => t.shape));
   if (!shape) {
-    throw new EngineError(op, `shapes ${inputs.map((t) => fmtShape(t.shape)).join(" and ")} do not broadcast`);
+    throw new EngineError(
+      op,
+      `shapes ${inputs.map((t) => fmtShape(t.shape)).join(" and ")} do not broadcast`,
+    );
   }
   for (const t of inputs) t.buf(op);
   const out = into ?? empty(shape, outType);
@@ -75,7 +78,10 @@ export function launchMap(
 function floatOnly(op: string, ...ts: Tensor[]) {
   for (const t of ts) {
     if (t.dtype === "i32") {
-      throw new EngineError(op, `expects float tensors, got i32 ${fmtShape(t.shape)}; cast() it first`);
+      throw new EngineError(
+        op,
+        `expects float tensors, got i32 ${fmtShape(t.shape)}; cast() it first`,
+      );
     }
   }
 }
@@ -89,7 +95,13 @@ function unary(op: string, rule: UnaryRule, saveX = true, saveY = false) {
     floatOnly(op, x);
     const y = launchMap(op, [x]);
     const save = [...(saveX ? [x] : []), ...(saveY ? [y] : [])];
-    return record(op, y, [x], save, (g, s) => [rule(g, saveX ? s[0] : g, saveY ? s[s.length - 1] : g)]);
+    return record(
+      op,
+      y,
+      [x],
+      save,
+      (g, s) => [rule(g, saveX ? s[0] : g, saveY ? s[s.length - 1] : g)],
+    );
   };
 }
 
@@ -171,7 +183,9 @@ export function div(a: TensorLike, b: TensorLike): Tensor {
   return record("div", out, [x, y], [y, out], (g, [sy, so], needs) => [
     needs[0] ? sumTo(launchMap("div", [g, sy]), x.shape) : null,
     // d(x/y)/dy = -(x/y)/y
-    needs[1] ? sumTo(launchMap("neg", [launchMap("div", [launchMap("mul", [g, so]), sy])]), y.shape) : null,
+    needs[1]
+      ? sumTo(launchMap("neg", [launchMap("div", [launchMap("mul", [g, so]), sy])]), y.shape)
+      : null,
   ]);
 }
 
@@ -187,10 +201,22 @@ export function pow(a: TensorLike, b: TensorLike): Tensor {
   }
   const out = launchMap("pow", [x, y]);
   return record("pow", out, [x, y], [x, y, out], (g, [sx, sy, so], needs) => [
-    needs[0] ? sumTo(mul(g, mul(sy, launchMap("pow", [sx, launchMap("affine", [sy], [1, -1])]))), x.shape) : null,
+    needs[0]
+      ? sumTo(mul(g, mul(sy, launchMap("pow", [sx, launchMap("affine", [sy], [1, -1])]))), x.shape)
+      : null,
     needs[1]
       ? sumTo(
-        mul(g, mul(so, launchMap("where", [launchMap("gt", [sx, scalar(0)]), launchMap("log", [sx]), scalar(0)]))),
+        mul(
+          g,
+          mul(
+            so,
+            launchMap("where", [
+              launchMap("gt", [sx, scalar(0)]),
+              launchMap("log", [sx]),
+              scalar(0),
+            ]),
+          ),
+        ),
         y.shape,
       )
       : null,
@@ -216,7 +242,8 @@ export const maximum = minmax("maximum");
 export const minimum = minmax("minimum");
 
 // ----- comparisons (no gradient; f32 0/1 masks; i32 inputs allowed) ---------------------------
-const cmp = (op: string) => (a: TensorLike, b: TensorLike): Tensor => launchMap(op, [asTensor(a), asTensor(b)]);
+const cmp = (op: string) => (a: TensorLike, b: TensorLike): Tensor =>
+  launchMap(op, [asTensor(a), asTensor(b)]);
 export const eq = cmp("eq");
 export const ne = cmp("ne");
 export const lt = cmp("lt");

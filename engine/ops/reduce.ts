@@ -6,7 +6,7 @@ import { E } from "../device.ts";
 import { EngineError, fmtShape } from "../errors.ts";
 import { record } from "../autograd.ts";
 import { type ReduceOp, reduceWgsl } from "../../kernels/reduce.ts";
-import { empty, Tensor } from "../tensor.ts";
+import { empty, type Tensor } from "../tensor.ts";
 import { expand, reshape } from "./views.ts";
 import { full, launchMap, mul, sub } from "./elementwise.ts";
 
@@ -27,7 +27,9 @@ export function normAxes(axes: Axes, rank: number, op: string): number[] {
 /** Kernel launch: reduce `axes` of x into a contiguous tensor of the keepdim shape. */
 function launchReduce(op: ReduceOp, x: Tensor, axes: number[], name: string): Tensor {
   x.buf(name);
-  if (x.dtype === "i32") throw new EngineError(name, `expects a float tensor, got i32 ${fmtShape(x.shape)}`);
+  if (x.dtype === "i32") {
+    throw new EngineError(name, `expects a float tensor, got i32 ${fmtShape(x.shape)}`);
+  }
   const keptShape = x.shape.map((s, d) => (axes.includes(d) ? 1 : s));
   const out = empty(keptShape);
   const rows = out.size;
@@ -36,7 +38,9 @@ function launchReduce(op: ReduceOp, x: Tensor, axes: number[], name: string): Te
   if (rows === 0) return out;
   if (R === 0) {
     out.dispose();
-    if (op !== "sum") throw new EngineError(name, `cannot reduce an empty axis of ${fmtShape(x.shape)}`);
+    if (op !== "sum") {
+      throw new EngineError(name, `cannot reduce an empty axis of ${fmtShape(x.shape)}`);
+    }
     return full(keptShape, 0);
   }
   const kept = x.shape.map((_, d) => d).filter((d) => !axes.includes(d));
@@ -84,7 +88,13 @@ export function mean(x: Tensor, axes?: Axes, keepdim = false): Tensor {
   const out = finish(launchMap("affine", [s], [1 / R, 0]), x, ax, keepdim);
   s.dispose();
   return record("mean", out, [x], [], (g) => [
-    expand(reshape(launchMap("affine", [g], [1 / R, 0]), x.shape.map((s, d) => (ax.includes(d) ? 1 : s))), x.shape),
+    expand(
+      reshape(
+        launchMap("affine", [g], [1 / R, 0]),
+        x.shape.map((s, d) => (ax.includes(d) ? 1 : s)),
+      ),
+      x.shape,
+    ),
   ]);
 }
 
@@ -117,7 +127,9 @@ export function variance(x: Tensor, axes?: Axes, keepdim = false, correction = 0
 export function sumTo(g: Tensor, shape: readonly number[]): Tensor {
   if (g.shape.length === shape.length && g.shape.every((s, d) => s === shape[d])) return g;
   const lead = g.rank - shape.length;
-  if (lead < 0) throw new EngineError("sumTo", `cannot reduce ${fmtShape(g.shape)} to ${fmtShape(shape)}`);
+  if (lead < 0) {
+    throw new EngineError("sumTo", `cannot reduce ${fmtShape(g.shape)} to ${fmtShape(shape)}`);
+  }
   const axes: number[] = [];
   for (let d = 0; d < g.rank; d++) {
     if (d < lead || (shape[d - lead] === 1 && g.shape[d] !== 1)) axes.push(d);

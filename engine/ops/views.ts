@@ -52,7 +52,10 @@ export function reshape(x: Tensor, shape: number[]): Tensor {
     shape = shape.map((s) => (s === -1 ? x.size / rest : s));
   }
   if (sizeOf(shape) !== x.size || shape.some((s) => !Number.isInteger(s) || s < 0)) {
-    throw new EngineError("reshape", `cannot reshape ${fmtShape(x.shape)} (${x.size}) to ${fmtShape(shape)}`);
+    throw new EngineError(
+      "reshape",
+      `cannot reshape ${fmtShape(x.shape)} (${x.size}) to ${fmtShape(shape)}`,
+    );
   }
   const st = viewStrides(x, shape);
   const out = st ? x.view(shape, st, x.offset) : reshape(contiguous(x, true), shape);
@@ -86,7 +89,9 @@ export function transpose(x: Tensor, a = -2, b = -1): Tensor {
 /** Broadcasts size-1 axes (and new leading axes) to `shape`; stride 0, no copy. */
 export function expand(x: Tensor, shape: number[]): Tensor {
   const lead = shape.length - x.rank;
-  if (lead < 0) throw new EngineError("expand", `cannot expand ${fmtShape(x.shape)} to ${fmtShape(shape)}`);
+  if (lead < 0) {
+    throw new EngineError("expand", `cannot expand ${fmtShape(x.shape)} to ${fmtShape(shape)}`);
+  }
   const st = shape.map((s, d) => {
     if (d < lead) return 0;
     const xs = x.shape[d - lead];
@@ -120,10 +125,16 @@ export function squeeze(x: Tensor, axis?: number): Tensor {
  */
 export function slice(x: Tensor, begin: number[], size?: number[]): Tensor {
   const b = x.shape.map((_, d) => begin[d] ?? 0);
-  const sz = x.shape.map((s, d) => (size?.[d] === undefined || size[d] === -1 ? s - b[d] : size[d]));
+  const sz = x.shape.map((
+    s,
+    d,
+  ) => (size?.[d] === undefined || size[d] === -1 ? s - b[d] : size[d]));
   for (let d = 0; d < x.rank; d++) {
     if (b[d] < 0 || sz[d] < 0 || b[d] + sz[d] > x.shape[d]) {
-      throw new EngineError("slice", `begin [${b}] size [${sz}] out of bounds for ${fmtShape(x.shape)}`);
+      throw new EngineError(
+        "slice",
+        `begin [${b}] size [${sz}] out of bounds for ${fmtShape(x.shape)}`,
+      );
     }
   }
   let off = x.offset;
