@@ -7,6 +7,9 @@
  */
 import { EngineError, fmtShape } from "./errors.ts";
 import { type Node, own, releaseNode, scope, type Tensor, trackNode } from "./tensor.ts";
+// A cycle (the ops import record() from here) that is safe: both sides only call at run time.
+import { add, onesLike } from "./ops/elementwise.ts";
+import { contiguous } from "./ops/views.ts";
 
 let gradEnabled = true;
 let seq = 0;
@@ -118,7 +121,6 @@ export function backward(loss: Tensor, grad?: Tensor) {
     // grads held per tensor object
     const grads = new Map<Tensor, Tensor>();
     scope(() => {
-      const { onesLike, add } = ops();
       grads.set(loss, grad ? grad.view(grad.shape, grad.strides, grad.offset) : onesLike(loss));
       for (let k = order.length - 1; k >= 0; k--) {
         const n = order[k];
@@ -157,20 +159,5 @@ export function backward(loss: Tensor, grad?: Tensor) {
 }
 
 function contiguousCopy(t: Tensor): Tensor {
-  return ops().contiguous(t, true);
-}
-
-// Late-bound to avoid an import cycle (ops import record() from here).
-type Ops = {
-  onesLike: (t: Tensor) => Tensor;
-  add: (a: Tensor, b: Tensor) => Tensor;
-  contiguous: (t: Tensor, copy?: boolean) => Tensor;
-};
-let _ops: Ops | null = null;
-export function setAutogradOps(o: Ops) {
-  _ops = o;
-}
-function ops(): Ops {
-  if (!_ops) throw new EngineError("backward", "ops not loaded: import engine/mod.ts");
-  return _ops;
+  return contiguous(t, true);
 }

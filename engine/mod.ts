@@ -21,10 +21,6 @@ export * from "./ops/reduce.ts";
 export * from "./ops/views.ts";
 export { assignInto } from "./ops/assign.ts";
 
-import { setAutogradOps } from "./autograd.ts";
-import { add, onesLike } from "./ops/elementwise.ts";
-import { contiguous } from "./ops/views.ts";
-setAutogradOps({ add, onesLike, contiguous });
 export * from "./ops/matmul.ts";
 export * from "./ops/indexing.ts";
 export * from "./ops/random.ts";

@@ -89,6 +89,8 @@ export interface MethodInstance {
   load(values: Map<string, Float32Array>): void;
   /** Hyperparameters found by tune() or fit() that a checkpoint must keep (e.g. α, β). */
   state?(): Record<string, number>;
+  /** Puts back what state() returned (when a checkpoint is loaded). */
+  restore?(state: Record<string, number>): void;
   /** Frees the parameters and any frozen buffers the method holds. */
   dispose(): void;
 }

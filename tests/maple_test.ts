@@ -134,10 +134,17 @@ Deno.test("MaPLe: a seed fixes the random initialisation and the forward", async
 Deno.test("MaPLe: bad options and bad loads are refused", () => {
   assert.throws(() => resolveOptions(maple, { Depth: 3 }), /maple: unknown option "Depth"/);
   assert.throws(
-    () => create({ depth: 3 + g.model.config.visionLayers }),
+    () => create({ depth: 0 }),
     /maple: depth must be in 1 … 2/,
   );
-  assert.throws(() => create({ nCtx: 5 }), /prompts: init phrase "a photo of a" has 4 tokens, fewer than nCtx 5/);
+  // the paper's J = 9 on a 2-block CLIP: prompts in every block it has
+  const capped = create({ depth: 9 });
+  assert.ok(capped.params.has("deep_text.1") && !capped.params.has("deep_text.2"));
+  capped.dispose();
+  assert.throws(
+    () => create({ nCtx: 5 }),
+    /prompts: init phrase "a photo of a" has 4 tokens, fewer than nCtx 5/,
+  );
   const m = create();
   const short = goldenInit();
   short.delete("deep_text.1");

@@ -43,7 +43,8 @@ export const maple: Method = {
     },
     depth: {
       default: 9,
-      help: "prompt depth J: blocks 1 … J get prompts (1 = shallow prompts only)",
+      help:
+        "prompt depth J: blocks 1 … J get prompts (1 = shallow prompts only); capped at the towers' depth for small CLIPs",
     },
   },
   defaults: {
@@ -106,13 +107,15 @@ export class MaPLe implements MethodInstance {
     const o = c.options;
     const cfg = c.model.config;
     const W = cfg.transformerWidth, V = cfg.visionWidth;
-    const M = Number(o.nCtx), J = Number(o.depth);
+    const M = Number(o.nCtx);
     const phrase = String(o.initPhrase ?? "");
     const maxDepth = Math.min(cfg.visionLayers, cfg.transformerLayers);
+    // the paper's J = 9 assumes 12 blocks; a smaller CLIP gets prompts in every block it has
+    const J = Math.min(Number(o.depth), maxDepth);
     if (!Number.isInteger(M) || M < 1) {
       throw new EngineError("maple", `nCtx must be ≥ 1, got ${o.nCtx}`);
     }
-    if (!Number.isInteger(J) || J < 1 || J > maxDepth) {
+    if (!Number.isInteger(J) || J < 1) {
       throw new EngineError(
         "maple",
         `depth must be in 1 … ${maxDepth} (blocks per tower), got ${o.depth}`,
