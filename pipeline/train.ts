@@ -7,7 +7,7 @@
 import { parseArgs } from "node:util";
 import { backward } from "../engine/autograd.ts";
 import { E, initEngine } from "../engine/device.ts";
-import { own, scope, type Tensor, tensor } from "../engine/tensor.ts";
+import { scope, type Tensor, tensor } from "../engine/tensor.ts";
 import { indexSelect } from "../engine/ops/indexing.ts";
 import { narrow, squeeze } from "../engine/ops/views.ts";
 import {
