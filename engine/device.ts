@@ -396,6 +396,8 @@ export function initEngine(): Promise<Engine> {
       maxComputeWorkgroupSizeY: l.maxComputeWorkgroupSizeY,
       maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage,
       maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension,
+      maxTextureDimension2D: l.maxTextureDimension2D,
+      maxTextureArrayLayers: l.maxTextureArrayLayers,
     };
     const device = await adapter.requestDevice({ requiredFeatures, requiredLimits });
     const limits: Record<string, number> = {};

@@ -13,6 +13,7 @@ export {
   sizeOf,
   Tensor,
   tensor,
+  trim,
   writeTensor,
 } from "./tensor.ts";
 export { backward, isGradEnabled, noGrad, param } from "./autograd.ts";

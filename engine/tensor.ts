@@ -362,16 +362,29 @@ export async function scopeAsync<T>(fn: () => Promise<T>): Promise<T> {
   return result;
 }
 
-/** Bytes of GPU memory held by live tensors and by the pool. */
+/** Pooled GPU memory that lives outside tensors (the matmul texture path's operand textures). */
+const extraPools: { bytes: () => number; release: () => void }[] = [];
+export function registerPool(p: { bytes: () => number; release: () => void }) {
+  extraPools.push(p);
+}
+
+/** Bytes of GPU memory held by live tensors, by the buffer pool and by other pools. */
 export function memory() {
   const e = E();
   return {
     bytesInUse: e.bytesInUse,
     bytesAllocated: e.bytesAllocated,
+    textureBytes: extraPools.reduce((a, p) => a + p.bytes(), 0),
     buffers: e.buffersAllocated,
     compilations: e.compilations,
     dispatches: e.dispatches,
   };
+}
+
+/** Frees every pooled buffer and texture not in use (after a big job, before another). */
+export function trim() {
+  for (const p of extraPools) p.release();
+  E().trim();
 }
 
 // ---------------------------------------------------------------------------------------------

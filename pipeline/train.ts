@@ -344,13 +344,13 @@ export async function train(config: TrainConfig): Promise<RunInfo> {
     warmupEpochs: Math.min(m.defaults.warmupEpochs, Math.max(epochs - 1, 0)),
     warmupLr: m.defaults.warmupLr,
   });
-  const params = [...s.instance.params.values()];
-  const opt = makeOptimizer(m, params, baseLr);
   const image = imageSource(s.dataset);
   const R = s.model.config.imageResolution;
   const train = s.split.train;
   const classes = s.split.classnames.length;
-  const passes = m.frozenImageFeatures ? (config.cachePasses ?? 4) : 0;
+  const passes = m.frozenImageFeatures
+    ? Number(s.options.augmentPasses ?? config.cachePasses ?? 4)
+    : 0;
 
   // encode: frozen features once (methods whose image tower never changes)
   const trainFeats = m.frozenImageFeatures
@@ -358,6 +358,9 @@ export async function train(config: TrainConfig): Promise<RunInfo> {
     : null;
   const valFeats = m.frozenImageFeatures ? featureSet(s.model, s.split.val, image, classes) : null;
   if (trainFeats && s.instance.fit) s.instance.fit(trainFeats);
+  // after fit(): training-free parts may become trainable parameters (Tip-Adapter-F's keys)
+  const params = [...s.instance.params.values()].filter((p) => p.requiresGrad);
+  const opt = makeOptimizer(m, params, baseLr);
 
   let start = 0;
   let history: EpochRecord[] = [];

@@ -57,7 +57,28 @@ const METHOD_OPTS: Record<string, Record<string, unknown>> = {
   cocoop: {},
   maple: {},
   gopro: {},
+  "linear-probe": {},
+  "clip-adapter": {},
+  "tip-adapter-f": {},
 };
+
+for (const method of ["zeroshot", "tip-adapter"]) {
+  Deno.test(`${method} (training-free) builds, tunes on validation only, and evaluates`, async () => {
+    const out = await tmp();
+    const before = testReads;
+    const info = await train(base(method, out));
+    assert.equal(info.history.length, 0);
+    assert.equal(testReads, before, "training read the test split");
+    if (method === "tip-adapter") {
+      assert.ok(
+        info.methodState.alpha > 0 && info.methodState.beta > 0,
+        JSON.stringify(info.methodState),
+      );
+    }
+    const r = await evaluateRun(out);
+    assert.ok(r.sets.test.count > 0 && r.sets.test.top1 >= 0);
+  });
+}
 
 for (const [method, options] of Object.entries(METHOD_OPTS)) {
   Deno.test(`${method} trains on PACS with its loss decreasing; eval writes the metrics files`, async () => {

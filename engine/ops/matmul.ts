@@ -21,7 +21,7 @@ import {
   TILED_TILE,
 } from "../../kernels/matmul.ts";
 import { broadcastShapes } from "../../kernels/elementwise.ts";
-import { empty, type Tensor } from "../tensor.ts";
+import { empty, registerPool, type Tensor } from "../tensor.ts";
 import { reshape, transpose } from "./views.ts";
 import { add } from "./elementwise.ts";
 import { sumTo } from "./reduce.ts";
@@ -332,6 +332,7 @@ export function releaseMatmulTextures() {
 export function matmulTextureMemory() {
   return { textures: pool.size, bytes: poolBytes };
 }
+registerPool({ bytes: () => poolBytes, release: releaseMatmulTextures });
 
 interface TexLimits {
   dim: number;
