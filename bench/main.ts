@@ -35,6 +35,7 @@ if (import.meta.main) {
   await optional("matmul", "./matmul.ts", "benchMatmul");
   await optional("nn", "./nn.ts", "benchNN");
   await optional("clip", "./clip.ts", "benchClip");
+  await optional("methods", "./methods.ts", "benchMethods");
   const engine = await initEngine();
   const only = values.only?.split(",");
   for (const name of only ?? []) {

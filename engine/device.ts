@@ -94,6 +94,8 @@ export class Engine {
   private pendingRelease: GPUBuffer[] = [];
   bytesAllocated = 0;
   bytesInUse = 0;
+  /** The largest bytesInUse since the last resetPeak(). */
+  peakBytesInUse = 0;
   buffersAllocated = 0;
 
   // pipelines
@@ -156,11 +158,16 @@ export class Engine {
     }
     const size = Math.min(bucketSize(bytes), Math.floor(limit / 256) * 256);
     this.bytesInUse += size;
+    if (this.bytesInUse > this.peakBytesInUse) this.peakBytesInUse = this.bytesInUse;
     const list = this.free.get(size);
     if (list && list.length) return list.pop()!;
     this.bytesAllocated += size;
     this.buffersAllocated++;
     return this.device.createBuffer({ size, usage: USAGE });
+  }
+
+  resetPeak() {
+    this.peakBytesInUse = this.bytesInUse;
   }
 
   /** Returns a buffer to the pool once the work recorded so far is submitted. */

@@ -373,6 +373,7 @@ export function memory() {
   const e = E();
   return {
     bytesInUse: e.bytesInUse,
+    peakBytesInUse: e.peakBytesInUse,
     bytesAllocated: e.bytesAllocated,
     textureBytes: extraPools.reduce((a, p) => a + p.bytes(), 0),
     buffers: e.buffersAllocated,
