@@ -28,3 +28,5 @@ export * from "./ops/random.ts";
 export * from "./optim.ts";
 export * from "./ops/nn.ts";
 export * from "./ops/conv.ts";
+export * from "./ops/kmeans.ts";
+export * from "./ops/batchnorm.ts";
