@@ -33,6 +33,19 @@ if (import.meta.main) {
   });
   if (values.quick) Deno.env.set("BENCH_QUICK", "1");
   await optional("matmul", "./matmul.ts", "benchMatmul");
+  if (SUITES.matmul) {
+    const raw = SUITES.matmul as unknown as () => Promise<
+      { name: string; shape: string; gflops: number; ms: number; kernel: string; pctPeak: number | null }[]
+    >;
+    SUITES.matmul = async () =>
+      (await raw()).map((r) => ({
+        group: "matmul",
+        name: `${r.name} ${r.shape} (${r.kernel})${r.pctPeak == null ? "" : ` ${r.pctPeak.toFixed(1)}% of peak`}`,
+        ms: r.ms,
+        value: r.gflops,
+        unit: "GFLOP/s",
+      }));
+  }
   await optional("nn", "./nn.ts", "benchNN");
   await optional("clip", "./clip.ts", "benchClip");
   await optional("methods", "./methods.ts", "benchMethods");
