@@ -8,12 +8,17 @@
  *   - `extraTokens` appends tokens after the image tokens before ln_pre, and `beforeBlock` may
  *     replace tokens at the input of any block (MaPLe's deep prompts), in either tower;
  *   - encodeEmbeddings() takes token embeddings instead of ids (CoOp and its descendants).
- * All weights are frozen (no requiresGrad), so backward dispatches no weight-gradient work.
+ * Loaded weights are frozen (no requiresGrad), so backward dispatches no weight-gradient work.
+ * Pretraining builds a trainable model instead: `CLIP.random(config, seed)` (OpenAI's
+ * initialisation) or `fromStateDict(sd, { trainable: true })`, both f32 `param()` leaves listed
+ * by `trainable`; `stateDict()` reads the weights back under OpenAI's names.
  */
 import { E } from "../engine/device.ts";
 import { EngineError, fmtShape } from "../engine/errors.ts";
 import { Tensor, tensor } from "../engine/tensor.ts";
-import { add, exp, mul, quickGelu } from "../engine/ops/elementwise.ts";
+import { param } from "../engine/autograd.ts";
+import { add, exp, full, mul, quickGelu } from "../engine/ops/elementwise.ts";
+import { randomNormal, randomUniform } from "../engine/ops/random.ts";
 import { contiguous, expand, narrow, permute, reshape, squeeze } from "../engine/ops/views.ts";
 import { linear, matmul } from "../engine/ops/matmul.ts";
 import { attention, layerNorm, normalize } from "../engine/ops/nn.ts";
@@ -152,6 +157,103 @@ export interface LoadOptions {
   /** Keep f16 checkpoint tensors as f16 on the device (default: when the adapter has shader-f16). */
   f16?: boolean;
   file?: string;
+  /** Upload every weight as an f32 trainable leaf (`param()`), e.g. to resume pretraining. */
+  trainable?: boolean;
+}
+
+/**
+ * OpenAI's initialisation (clip/model.py): `initialize_parameters` for the token and positional
+ * embeddings, the text blocks and text_projection; `scale · randn` (scale = width^-0.5) for the
+ * class embedding, visual positional embedding and visual.proj; PyTorch's module defaults for
+ * everything CLIP leaves alone (the conv and the vision blocks: Linear/Conv2d U(±1/√fan_in),
+ * MultiheadAttention's xavier-uniform in_proj and zero in/out biases; LayerNorm 1 and 0).
+ * Returns [kind, a, b]: normal(mean a, std b), uniform(a, b) or constant a.
+ */
+function initOf(
+  name: string,
+  shape: number[],
+  c: ClipConfig,
+): ["normal" | "uniform" | "const", number, number] {
+  const U = (
+    fanIn: number,
+  ): ["uniform", number, number] => ["uniform", -(fanIn ** -0.5), fanIn ** -0.5];
+  if (/(^|\.)ln_\w+\.weight$/.test(name)) return ["const", 1, 0];
+  if (/(^|\.)ln_\w+\.bias$/.test(name) || /attn\.(in_proj_bias|out_proj\.bias)$/.test(name)) {
+    return ["const", 0, 0];
+  }
+  const W = c.transformerWidth, V = c.visionWidth;
+  switch (name) {
+    case "logit_scale":
+      return ["const", Math.log(1 / 0.07), 0];
+    case "token_embedding.weight":
+      return ["normal", 0, 0.02];
+    case "positional_embedding":
+      return ["normal", 0, 0.01];
+    case "text_projection":
+      return ["normal", 0, W ** -0.5];
+    case "visual.conv1.weight":
+      return U(3 * c.visionPatchSize * c.visionPatchSize);
+    case "visual.class_embedding":
+    case "visual.positional_embedding":
+    case "visual.proj":
+      return ["normal", 0, V ** -0.5];
+  }
+  const m = /^(visual\.)?transformer\.resblocks\.\d+\.(.+)$/.exec(name);
+  if (!m) throw new EngineError("CLIP.random", `no initialisation for ${name} ${fmtShape(shape)}`);
+  const part = m[2];
+  if (m[1]) {
+    // vision blocks: PyTorch defaults (fan_in = shape[1] for Linear weights, biases alike)
+    if (part === "attn.in_proj_weight") {
+      const b = Math.sqrt(6 / (shape[0] + shape[1]));
+      return ["uniform", -b, b];
+    }
+    return U(part.endsWith("c_proj.weight") || part.endsWith("c_proj.bias") ? 4 * V : V);
+  }
+  const projStd = W ** -0.5 * (2 * c.transformerLayers) ** -0.5;
+  switch (part) {
+    case "attn.in_proj_weight":
+      return ["normal", 0, W ** -0.5];
+    case "attn.out_proj.weight":
+    case "mlp.c_proj.weight":
+      return ["normal", 0, projStd];
+    case "mlp.c_fc.weight":
+      return ["normal", 0, (2 * W) ** -0.5];
+    case "mlp.c_fc.bias":
+      return U(W);
+    case "mlp.c_proj.bias":
+      return U(4 * W);
+  }
+  throw new EngineError("CLIP.random", `no initialisation for ${name} ${fmtShape(shape)}`);
+}
+
+/** Refuses configurations an OpenAI checkpoint cannot describe (heads are read as width / 64). */
+function checkConfig(c: ClipConfig) {
+  const bad: string[] = [];
+  for (const [k, v] of Object.entries(c)) {
+    if (!Number.isInteger(v) || v < 1) bad.push(`${k} must be a positive integer, got ${v}`);
+  }
+  for (
+    const [w, h, tower] of [
+      [c.visionWidth, c.visionHeads, "vision"],
+      [c.transformerWidth, c.transformerHeads, "text"],
+    ] as const
+  ) {
+    if (w % 64 || h !== w / 64) {
+      bad.push(
+        `${tower} width ${w} with ${h} heads: checkpoints imply heads = width / 64, ` +
+          `so the width must be a multiple of 64 (and heads = width / 64)`,
+      );
+    }
+  }
+  if (c.imageResolution % c.visionPatchSize) {
+    bad.push(
+      `imageResolution ${c.imageResolution} is not a multiple of the patch ${c.visionPatchSize}`,
+    );
+  }
+  if (c.contextLength < 2) {
+    bad.push(`contextLength ${c.contextLength} leaves no room for start and end tokens`);
+  }
+  if (bad.length) throw new EngineError("CLIP.random", bad.join("; "));
 }
 
 export class CLIP {
@@ -186,7 +288,7 @@ export class CLIP {
         `${file} does not fit CLIP ${JSON.stringify(config)}:\n  ${problems.join("\n  ")}`,
       );
     }
-    const useF16 = (opts.f16 ?? true) && E().f16;
+    const useF16 = !opts.trainable && (opts.f16 ?? true) && E().f16;
     const m = new CLIP(config);
     for (const name of expected.keys()) {
       const w = sd.get(name)!;
@@ -199,10 +301,67 @@ export class CLIP {
         )
         : tensor(toFloat32(w), w.shape);
       t.name = name;
-      m.weights.set(name, t);
+      m.weights.set(name, opts.trainable ? param(t) : t);
     }
+    m.wire();
+    return m;
+  }
+
+  /**
+   * A freshly initialised model (OpenAI's initialisation, see `initOf`) with every weight an f32
+   * trainable leaf. Tensor k of `expectedShapes` order draws from Philox stream seed·4096 + k, so
+   * a seed gives the same model on every adapter.
+   */
+  static random(config: ClipConfig, seed = 0): CLIP {
+    checkConfig(config);
+    if (!Number.isSafeInteger(seed) || seed < 0 || seed >= 2 ** 40) {
+      throw new EngineError("CLIP.random", `seed must be an integer in [0, 2^40), got ${seed}`);
+    }
+    const m = new CLIP({ ...config });
+    let k = 0;
+    for (const [name, shape] of expectedShapes(config)) {
+      const [kind, a, b] = initOf(name, shape, config);
+      const s = seed * 4096 + k++;
+      const t = kind === "normal"
+        ? randomNormal(shape, s, a, b)
+        : kind === "uniform"
+        ? randomUniform(shape, s, a, b)
+        : full(shape, a);
+      t.name = name;
+      m.weights.set(name, param(t));
+    }
+    m.wire();
+    return m;
+  }
+
+  /** The trainable weights (requiresGrad leaves) by OpenAI name; empty for a loaded, frozen model. */
+  get trainable(): Map<string, Tensor> {
+    const out = new Map<string, Tensor>();
+    for (const [k, t] of this.weights) if (t.requiresGrad && !t.node) out.set(k, t);
+    return out;
+  }
+
+  /** Reads every weight back as F32 host tensors under OpenAI's names (expectedShapes order). */
+  async stateDict(): Promise<StateDict> {
+    const names = [...expectedShapes(this.config).keys()];
+    const data = await Promise.all(names.map((n) => this.w(n).data() as Promise<Float32Array>));
+    const sd: StateDict = new Map();
+    names.forEach((n, i) => {
+      const f = data[i];
+      sd.set(n, {
+        dtype: "F32",
+        shape: [...this.w(n).shape],
+        data: new Uint8Array(f.buffer, f.byteOffset, f.byteLength),
+      });
+    });
+    return sd;
+  }
+
+  /** Points the blocks at their weights (after `weights` is filled). */
+  private wire() {
+    const config = this.config;
     const block = (p: string): Block => {
-      const w = (n: string) => m.weights.get(`${p}.${n}`)!;
+      const w = (n: string) => this.weights.get(`${p}.${n}`)!;
       return {
         ln1w: w("ln_1.weight"),
         ln1b: w("ln_1.bias"),
@@ -219,12 +378,11 @@ export class CLIP {
       };
     };
     for (let i = 0; i < config.visionLayers; i++) {
-      m.vBlocks.push(block(`visual.transformer.resblocks.${i}`));
+      this.vBlocks.push(block(`visual.transformer.resblocks.${i}`));
     }
     for (let i = 0; i < config.transformerLayers; i++) {
-      m.tBlocks.push(block(`transformer.resblocks.${i}`));
+      this.tBlocks.push(block(`transformer.resblocks.${i}`));
     }
-    return m;
   }
 
   w(name: string): Tensor {

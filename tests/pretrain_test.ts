@@ -1,0 +1,420 @@
+/**
+ * CLIP pretraining: CLIP.random (OpenAI's names, shapes and initialisation, every weight a
+ * trainable f32 leaf with a correct gradient), the symmetric InfoNCE loss against a float64
+ * reference, a tiny pretraining run on a synthetic world (the loss falls; the checkpoint reloads
+ * through the normal reader with identical outputs), the compact token table against the full one,
+ * resuming, and the evaluation of a pretrained model.
+ */
+import { assert, rng, setup, T } from "./util.ts";
+import { CLIP, type ClipConfig, expectedShapes, inferConfig } from "../model/clip.ts";
+import { loadStateDict, type StateDict, toFloat32 } from "../model/weights.ts";
+import { loadClipStateDict } from "../model/hf.ts";
+import { readSafetensors } from "../model/safetensors.ts";
+import { Tokenizer } from "../model/tokenizer.ts";
+import { generateWorld, writeWorld, zipWorld } from "../pipeline/world.ts";
+import {
+  infoNCE,
+  isHeldOut,
+  loadPairs,
+  type PairData,
+  pretrain,
+  pretrainConfig,
+  statePathOf,
+} from "../pipeline/pretrain.ts";
+import { evaluatePretrained, recallAt } from "../pipeline/evaluate_pretrained.ts";
+import { protoclipExtension } from "../pipeline/protoclip.ts";
+import { sharedDir } from "./util.ts";
+
+await setup();
+
+const VOCAB = `${sharedDir()}clip/bpe_simple_vocab_16e6.txt.gz`;
+const TINY: Partial<ClipConfig> = {
+  imageResolution: 16,
+  visionPatchSize: 8,
+  visionWidth: 64,
+  visionLayers: 1,
+  transformerWidth: 64,
+  transformerLayers: 1,
+  contextLength: 16,
+  embedDim: 64,
+};
+const quiet = () => {};
+
+// one small synthetic world for the whole file: 3 classes × 2 domains × 6 images, 16 px
+const tmp = await Deno.makeTempDir({ prefix: "pretrain_test_" });
+const worldDir = `${tmp}/world`;
+const world = generateWorld({
+  seed: 3,
+  size: 16,
+  perClassPerDomain: 6,
+  classes: ["circle", "square", "star"],
+  domains: ["photo", "sketch"],
+});
+writeWorld(worldDir, world);
+const pairs: PairData = await loadPairs(worldDir, 16, { log: quiet });
+
+function maxRelDiff(a: StateDict, b: StateDict): [number, string] {
+  let worst = 0, at = "";
+  for (const [k, w] of a) {
+    const x = toFloat32(w), y = toFloat32(b.get(k)!);
+    let num = 0, den = 0;
+    for (let i = 0; i < x.length; i++) {
+      num += (x[i] - y[i]) ** 2;
+      den += y[i] ** 2;
+    }
+    const r = Math.sqrt(num / Math.max(den, 1e-30));
+    if (!(r <= worst)) [worst, at] = [r, k];
+  }
+  return [worst, at];
+}
+
+const stats = (a: Float32Array) => {
+  let s = 0, s2 = 0, m = 0;
+  for (const x of a) {
+    s += x;
+    s2 += x * x;
+    m = Math.max(m, Math.abs(x));
+  }
+  const mean = s / a.length;
+  return { mean, std: Math.sqrt(s2 / a.length - mean * mean), max: m };
+};
+
+Deno.test("CLIP.random: OpenAI names and shapes, trainable f32 leaves, OpenAI's initialisation", async () => {
+  const c = pretrainConfig({ ...TINY, visionLayers: 2, transformerLayers: 2 });
+  const m = CLIP.random(c, 7);
+  const sd = await m.stateDict();
+  // what the checkpoint reader infers is the configuration it was built with
+  assert.deepEqual(inferConfig(sd), c);
+  const want = expectedShapes(inferConfig(sd));
+  assert.deepEqual([...sd.keys()].sort(), [...want.keys()].sort());
+  for (const [k, w] of sd) {
+    assert.equal(w.dtype, "F32", k);
+    assert.deepEqual(w.shape, want.get(k), k);
+  }
+  assert.deepEqual([...m.trainable.keys()].sort(), [...want.keys()].sort());
+  for (const t of m.trainable.values()) assert.ok(t.requiresGrad && t.dtype === "f32");
+  const f = (k: string) => toFloat32(sd.get(k)!);
+  assert.ok(Math.abs(f("logit_scale")[0] - Math.log(1 / 0.07)) < 1e-6);
+  assert.ok(f("visual.ln_pre.weight").every((x) => x === 1));
+  assert.ok(f("transformer.resblocks.1.ln_2.bias").every((x) => x === 0));
+  assert.ok(f("transformer.resblocks.0.attn.in_proj_bias").every((x) => x === 0));
+  const near = (k: string, std: number, tol = 0.08) => {
+    const s = stats(f(k));
+    assert.ok(Math.abs(s.std / std - 1) < tol, `${k}: std ${s.std}, expected ${std}`);
+    assert.ok(Math.abs(s.mean) < 4 * std / Math.sqrt(f(k).length) + 1e-9, `${k}: mean ${s.mean}`);
+  };
+  const W = 64, L = 2;
+  near("token_embedding.weight", 0.02, 0.01);
+  near("positional_embedding", 0.01, 0.15);
+  near("transformer.resblocks.0.attn.in_proj_weight", W ** -0.5);
+  near("transformer.resblocks.1.mlp.c_fc.weight", (2 * W) ** -0.5);
+  near("transformer.resblocks.1.mlp.c_proj.weight", W ** -0.5 * (2 * L) ** -0.5);
+  near("text_projection", W ** -0.5);
+  near("visual.proj", W ** -0.5);
+  // vision blocks keep PyTorch's defaults: xavier-uniform in_proj, U(±1/√fan_in) linears
+  const xb = Math.sqrt(6 / (4 * W));
+  const ip = stats(f("visual.transformer.resblocks.0.attn.in_proj_weight"));
+  assert.ok(ip.max <= xb && ip.max > 0.95 * xb, `in_proj max ${ip.max}, bound ${xb}`);
+  near("visual.transformer.resblocks.0.attn.in_proj_weight", xb / Math.sqrt(3));
+  const fc = stats(f("visual.transformer.resblocks.1.mlp.c_proj.weight"));
+  assert.ok(fc.max <= (4 * W) ** -0.5 && fc.max > 0.95 * (4 * W) ** -0.5);
+  // seeded: same seed, same weights; another seed, others
+  const again = CLIP.random(c, 7), other = CLIP.random(c, 8);
+  assert.deepEqual(await again.w("visual.proj").data(), await m.w("visual.proj").data());
+  assert.notDeepEqual(await other.w("visual.proj").data(), await m.w("visual.proj").data());
+  for (const x of [m, again, other]) x.dispose();
+  assert.throws(
+    () => CLIP.random(pretrainConfig({ ...TINY, visionWidth: 96 })),
+    /vision width 96 with 1\.5 heads/,
+  );
+});
+
+Deno.test("a random CLIP's gradient reaches every weight and matches a directional difference", async () => {
+  const c = pretrainConfig(TINY);
+  const m = CLIP.random(c, 1);
+  const tok = await Tokenizer.load(VOCAB);
+  const ids = tok.tokenize(pairs.captions.slice(0, 6).map((x) => x[0]), c.contextLength);
+  const px = T.tensor(pairs.pixels.slice(0, 6 * 3 * 16 * 16), [6, 3, 16, 16]);
+  const loss = () => infoNCE(m.encodeImage(px).features, m.encodeText(ids), m.w("logit_scale"));
+  const params = [...m.trainable];
+  T.scope(() => T.backward(loss()));
+  const grads = new Map<string, Float32Array>();
+  for (const [k, p] of params) {
+    assert.ok(p.grad, `${k} has no gradient`);
+    const g = await p.grad.data() as Float32Array;
+    assert.ok(g.some((x) => x !== 0), `${k}: gradient is zero`);
+    grads.set(k, g);
+    p.grad.dispose();
+    p.grad = null;
+  }
+  // (L(θ + εd) − L(θ − εd)) / 2ε = ⟨∇L, d⟩ for a random direction d over all weights
+  const r = rng(5);
+  const base = new Map<string, Float32Array>();
+  const dirs = new Map<string, Float32Array>();
+  let dot = 0;
+  for (const [k, p] of params) {
+    const w = await p.data() as Float32Array;
+    base.set(k, w);
+    const d = Float32Array.from(w, () => r() - 0.5);
+    dirs.set(k, d);
+    const g = grads.get(k)!;
+    for (let i = 0; i < d.length; i++) dot += g[i] * d[i];
+  }
+  const eps = 1e-3;
+  const at = async (s: number) => {
+    for (const [k, p] of params) {
+      const w = base.get(k)!, d = dirs.get(k)!;
+      T.writeTensor(p, Float32Array.from(w, (x, i) => x + s * eps * d[i]));
+    }
+    return await T.scopeAsync(async () => await T.noGrad(loss).item());
+  };
+  const fd = ((await at(1)) - (await at(-1))) / (2 * eps);
+  assert.ok(Math.abs(fd - dot) <= 0.02 * Math.abs(dot), `finite difference ${fd}, ⟨∇L, d⟩ ${dot}`);
+  px.dispose();
+  m.dispose();
+});
+
+Deno.test("pretraining a tiny CLIP lowers the loss; the checkpoint reloads with identical outputs", async () => {
+  const out = `${tmp}/tiny.safetensors`;
+  // batch = every pair, so each step sees the same batch: the loss is a function of the weights
+  const r = await pretrain({
+    data: pairs,
+    out,
+    vocab: VOCAB,
+    config: TINY,
+    epochs: 6,
+    batch: pairs.paths.length,
+    lr: 2e-3,
+    warmup: 0,
+    holdout: 0,
+    seed: 4,
+    log: quiet,
+    keepModel: true,
+  });
+  const model = r.model!;
+  try {
+    assert.equal(r.steps, 6);
+    assert.equal(r.history.length, 6);
+    const [first, last] = [r.history[0].loss, r.history[5].loss];
+    assert.ok(last < 0.9 * first, `loss ${first} → ${last}`);
+    assert.ok(r.history.every((h) => h.scale <= 100 && h.scale > 0 && Number.isFinite(h.gradNorm)));
+    assert.ok(r.imagesPerSec > 0);
+    // the normal checkpoint reader, and the metadata
+    const sd = await loadClipStateDict(out);
+    const again = CLIP.fromStateDict(sd, { file: out });
+    const meta = JSON.parse((await readSafetensors(out)).metadata["clipkit.pretrain"]);
+    assert.deepEqual(meta.config, pretrainConfig(TINY));
+    assert.equal(meta.epochsDone, 6);
+    const tok = await Tokenizer.load(VOCAB);
+    const ids = tok.tokenize(pairs.captions.slice(0, 8).map((c) => c[0]), 16);
+    const px = pairs.pixels.slice(0, 8 * 3 * 16 * 16);
+    const feats = async (mm: CLIP) =>
+      await T.scopeAsync(async () => {
+        const [i, t] = T.noGrad(() => [
+          mm.encodeImage(T.tensor(px, [8, 3, 16, 16])).features,
+          mm.encodeText(ids),
+        ]);
+        return [await i.data(), await t.data()];
+      });
+    const [a, b] = [await feats(model), await feats(again)];
+    assert.deepEqual(a[0], b[0]);
+    assert.deepEqual(a[1], b[1]);
+    // the trained model's own state dict is what was written
+    assert.equal(maxRelDiff(await model.stateDict(), sd)[0], 0);
+    again.dispose();
+  } finally {
+    model.dispose();
+  }
+});
+
+Deno.test("training only the seen token rows equals training the whole table", async () => {
+  const run = async (embedRows: "seen" | "all") => {
+    const out = `${tmp}/rows_${embedRows}.safetensors`;
+    const r = await pretrain({
+      data: pairs,
+      out,
+      vocab: VOCAB,
+      config: TINY,
+      epochs: 2,
+      batch: 18,
+      lr: 1e-3,
+      warmup: 1,
+      holdout: 0,
+      weightDecay: 0.5,
+      embedRows,
+      log: quiet,
+    });
+    return { r, sd: await loadStateDict(out) };
+  };
+  const seen = await run("seen"), all = await run("all");
+  assert.equal(seen.r.steps, 4);
+  const [worst, at] = maxRelDiff(seen.sd, all.sd);
+  assert.ok(worst < 1e-4, `largest relative difference ${worst} at ${at}`);
+  // unseen rows were decayed, not left alone: compare with the initial table
+  const init = CLIP.random(pretrainConfig(TINY), 0);
+  const t0 = await init.w("token_embedding.weight").data() as Float32Array;
+  const t1 = toFloat32(seen.sd.get("token_embedding.weight")!);
+  const used = new Set((await Tokenizer.load(VOCAB)).tokenize(pairs.captions.flat(), 16));
+  const row = 64 * [...Array(49408).keys()].find((id) => id > 1000 && !used.has(id))!;
+  assert.ok(t1[row] !== t0[row] && Math.abs(t1[row] / t0[row] - 1) < 0.01);
+  init.dispose();
+});
+
+Deno.test("resume (with the ProtoCLIP extension) reaches the uninterrupted run's weights", async () => {
+  // a fresh extension per run: pretrain disposes the one it was given
+  const proto = () => protoclipExtension(pretrainConfig(TINY), { seed: 2, k: 3 });
+  const opts = {
+    data: pairs,
+    vocab: VOCAB,
+    config: TINY,
+    epochs: 3,
+    batch: 12,
+    lr: 1e-3,
+    warmup: 1,
+    holdout: 0.2,
+    seed: 2,
+    log: quiet,
+  };
+  const straight = await pretrain({
+    ...opts,
+    out: `${tmp}/straight.safetensors`,
+    extension: proto(),
+  });
+  // the extension's loss term joins after its InfoNCE-only first epoch
+  const spe = straight.stepsPerEpoch;
+  assert.ok(straight.history.slice(0, spe).every((h) => !h.terms?.proto));
+  for (const h of straight.history.slice(spe)) {
+    assert.ok(h.terms!.proto > 0, `step ${h.step}: proto ${h.terms?.proto}`);
+    assert.ok(Math.abs(h.loss - h.infoNCE - h.terms!.proto) < 1e-4);
+  }
+  const out = `${tmp}/resumed.safetensors`;
+  const first = await pretrain({ ...opts, out, maxSteps: spe, extension: proto() });
+  assert.equal(first.epochs, 1);
+  const saved = await readSafetensors(out);
+  assert.equal(JSON.parse(saved.metadata["clipkit.pretrain"]).epochsDone, 1);
+  assert.equal(JSON.parse(saved.metadata["clipkit.pretrain"]).extension.name, "protoclip");
+  assert.ok(![...saved.tensors.keys()].some((k) => k.startsWith("ext.")));
+  const state = (await readSafetensors(statePathOf(out))).tensors;
+  assert.ok(state.has("ext.logit_scale_proto") && state.has("optim.visual.proj.exp_avg"));
+  const rest = await pretrain({ ...opts, out, resume: true, extension: proto() });
+  assert.equal(rest.resumedFrom, 1);
+  assert.equal(rest.steps, straight.steps);
+  assert.equal(rest.history[0].step, spe);
+  assert.deepEqual(
+    rest.history.map((h) => [h.loss, h.terms?.proto]),
+    straight.history.slice(first.steps).map((h) => [h.loss, h.terms?.proto]),
+  );
+  const [worst, at] = maxRelDiff(
+    await loadStateDict(out),
+    await loadStateDict(`${tmp}/straight.safetensors`),
+  );
+  assert.ok(worst < 1e-6, `resumed run differs by ${worst} at ${at}`);
+  // a finished run resumes to nothing; another run's state is refused, naming the file
+  const done = await pretrain({ ...opts, out, resume: true, extension: proto() });
+  assert.equal(done.history.length, 0);
+  await assert.rejects(
+    () => pretrain({ ...opts, batch: 6, out, resume: true }),
+    new RegExp(`${statePathOf(out).replace(/[.]/g, "\\.")} belongs to another run`),
+  );
+});
+
+Deno.test("evaluation of a pretrained model: zero-shot per domain, linear probe, retrieval", async () => {
+  const out = `${tmp}/eval.safetensors`;
+  await pretrain({
+    data: pairs,
+    out,
+    vocab: VOCAB,
+    config: TINY,
+    epochs: 2,
+    batch: 12,
+    holdout: 0.25,
+    seed: 1,
+    log: quiet,
+  });
+  const rep = await evaluatePretrained({ model: out, data: pairs, vocab: VOCAB, log: quiet });
+  // the split is the one pretraining held out (read from the checkpoint's metadata)
+  const held = pairs.paths.filter((p) => isHeldOut(p, 0.25, 1)).length;
+  assert.deepEqual(rep.split, {
+    train: pairs.paths.length - held,
+    test: held,
+    holdout: 0.25,
+    seed: 1,
+    seenInTraining: false,
+  });
+  const frac = (x: number | null) => assert.ok(x !== null && x >= 0 && x <= 1, `${x}`);
+  frac(rep.zeroShot.overall.plain);
+  frac(rep.zeroShot.overall.domain);
+  const domains = Object.keys(rep.zeroShot.perDomain);
+  assert.ok(domains.every((d) => ["photo", "sketch"].includes(d)));
+  assert.equal(Object.values(rep.zeroShot.perDomain).reduce((a, d) => a + d.n, 0), held);
+  for (const d of Object.values(rep.zeroShot.perDomain)) [d.plain, d.domain].forEach(frac);
+  assert.ok(rep.linearProbe);
+  frac(rep.linearProbe.trainAccuracy);
+  frac(rep.linearProbe.testAccuracy);
+  assert.ok(
+    rep.linearProbe.trainAccuracy > 0.5,
+    `probe train accuracy ${rep.linearProbe.trainAccuracy}`,
+  );
+  for (const r of [rep.retrieval.imageToText, rep.retrieval.textToImage]) {
+    frac(r.r1);
+    frac(r.r5);
+    assert.ok(r.r1 <= r.r5);
+  }
+  assert.equal(rep.retrieval.pairs, held);
+});
+
+Deno.test("recall@k ranks by the best true candidate; ties do not count against it", () => {
+  // 3 queries × 4 candidates
+  const s = Float32Array.from([
+    0.9,
+    0.1,
+    0.2,
+    0.3, // truth 0: rank 0
+    0.5,
+    0.4,
+    0.6,
+    0.7, // truth 1: rank 3
+    0.2,
+    0.2,
+    0.1,
+    0.0, // truth {2, 1}: best 0.2 (c1), tie with c0: rank 0
+  ]);
+  const truth = [[0], [1], [2, 1]];
+  assert.deepEqual(recallAt(s, 3, 4, (q) => truth[q], [1, 3, 4]), [2 / 3, 2 / 3, 1]);
+});
+
+Deno.test("pairs: captions from captions.jsonl (folder or zip), the class template otherwise", async () => {
+  assert.equal(pairs.paths.length, 36);
+  assert.equal(pairs.fallback, 0);
+  const byPath = new Map(world.items.map((i) => [i.path, i.caption]));
+  pairs.paths.forEach((p, i) => assert.deepEqual(pairs.captions[i], [byPath.get(p)]));
+  assert.deepEqual(pairs.domainNames, ["photo", "sketch"]);
+  // the same world as a zip gives the same pairs
+  const zip = `${tmp}/world.zip`;
+  await Deno.writeFile(zip, zipWorld(world));
+  const z = await loadPairs(zip, 16, { log: quiet });
+  assert.equal(z.digest, pairs.digest);
+  assert.deepEqual(z.pixels, pairs.pixels);
+  // several captions per image; images without one fall back to the class template
+  const lines = (await Deno.readTextFile(`${worldDir}/captions.jsonl`)).trim().split("\n");
+  const kept = lines.slice(1).map((l) => JSON.parse(l));
+  kept.push({ path: kept[0].path, caption: "another caption" });
+  await Deno.writeTextFile(
+    `${worldDir}/captions.jsonl`,
+    kept.map((k) => JSON.stringify(k)).join("\n"),
+  );
+  const logs: string[] = [];
+  const p2 = await loadPairs(worldDir, 16, { log: (s) => logs.push(s) });
+  assert.equal(p2.fallback, 1);
+  const first = JSON.parse(lines[0]).path;
+  assert.deepEqual(p2.captions[p2.paths.indexOf(first)], ["a photo of a circle."]);
+  assert.equal(p2.captions[p2.paths.indexOf(kept[0].path)].length, 2);
+  assert.ok(logs.some((l) => /1 image\(s\) without a caption/.test(l)));
+  await Deno.writeTextFile(`${worldDir}/captions.jsonl`, lines.join("\n") + "\n");
+});
+
+globalThis.addEventListener("unload", () => {
+  try {
+    Deno.removeSync(tmp, { recursive: true });
+  } catch { /* already gone */ }
+});
