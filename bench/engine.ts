@@ -6,6 +6,14 @@ import { quick, type Row, timeGpu } from "./common.ts";
 
 export async function benchEngine(): Promise<Row[]> {
   const rows: Row[] = [];
+  const pushLayerNorm = (r: number, w: number, ms: number) =>
+    rows.push({
+      group: "layer norm",
+      name: `layerNorm ${r}×${w} (fused)`,
+      ms,
+      value: (8 * r * w) / ms / 1e6,
+      unit: "GB/s",
+    });
   const sizes = quick() ? [1 << 16, 1 << 20] : [1 << 16, 1 << 20, 1 << 22];
   for (const n of sizes) {
     const a = T.full([n], 1.5);
@@ -39,6 +47,14 @@ export async function benchEngine(): Promise<Row[]> {
       unit: "GB/s",
     });
     [a, b].forEach((t) => t.dispose());
+  }
+
+  // layer norm over CLIP-width rows: read x once, write y once
+  for (const [r, width] of quick() ? [[197, 768]] : [[197, 768], [1576, 768]]) {
+    const x = T.full([r, width], 0.5), w = T.ones([width]), b = T.zeros([width]);
+    const ms = await timeGpu(`layerNorm ${r}×${width}`, () => T.layerNorm(x, w, b).dispose());
+    pushLayerNorm(r, width, ms);
+    [x, w, b].forEach((t) => t.dispose());
   }
 
   // pipeline compile: a fresh key forces a new pipeline; time it through its first dispatch

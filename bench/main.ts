@@ -35,12 +35,21 @@ if (import.meta.main) {
   await optional("matmul", "./matmul.ts", "benchMatmul");
   if (SUITES.matmul) {
     const raw = SUITES.matmul as unknown as () => Promise<
-      { name: string; shape: string; gflops: number; ms: number; kernel: string; pctPeak: number | null }[]
+      {
+        name: string;
+        shape: string;
+        gflops: number;
+        ms: number;
+        kernel: string;
+        pctPeak: number | null;
+      }[]
     >;
     SUITES.matmul = async () =>
       (await raw()).map((r) => ({
         group: "matmul",
-        name: `${r.name} ${r.shape} (${r.kernel})${r.pctPeak == null ? "" : ` ${r.pctPeak.toFixed(1)}% of peak`}`,
+        name: `${r.name} ${r.shape} (${r.kernel})${
+          r.pctPeak == null ? "" : ` ${r.pctPeak.toFixed(1)}% of peak`
+        }`,
         ms: r.ms,
         value: r.gflops,
         unit: "GFLOP/s",

@@ -4,7 +4,6 @@
  * everything needed to rebuild the prompts), `--resume`, and model selection on validation or the
  * last epoch. The test split stays sealed throughout: only `deno task eval` reads it.
  */
-import { parseArgs } from "node:util";
 import { backward } from "../engine/autograd.ts";
 import { E, initEngine } from "../engine/device.ts";
 import { scope, type Tensor, tensor } from "../engine/tensor.ts";
@@ -32,7 +31,7 @@ import {
   type MethodInstance,
   resolveOptions,
 } from "./method.ts";
-import { getMethod, METHODS } from "./methods/index.ts";
+import { getMethod } from "./methods/index.ts";
 import { predictLogits } from "./metrics.ts";
 import { hostRng } from "../engine/ops/random.ts";
 import {
@@ -88,6 +87,8 @@ export interface RunInfo {
   epochs: number;
   history: EpochRecord[];
   selectedEpoch: number;
+  /** Accuracy of the final model on the validation split (held-out images of the training domains). */
+  valAccuracy: number | null;
   methodState: Record<string, number>;
   device: string;
 }
@@ -483,7 +484,15 @@ export async function train(config: TrainConfig): Promise<RunInfo> {
     await saveCheckpoint(ckFile, s, opt, Math.max(epochs - 1, 0), history);
   }
   s.split.assertTestUnread("training");
-  const info = runInfo(s, history, selected, epochs);
+  let finalVal: number | null = null;
+  if (s.split.val.length) {
+    if (config.select === "val" && (await exists(`${config.out}/${BEST}`))) {
+      s.instance.load((await readCheckpoint(`${config.out}/${BEST}`)).params);
+    }
+    const v = await accuracy(s.instance, s.model, s.split.val, image, valFeats ?? undefined);
+    finalVal = v.correct / v.total;
+  }
+  const info = runInfo(s, history, selected, epochs, finalVal);
   await Deno.writeTextFile(`${config.out}/run.json`, JSON.stringify(info, null, 2));
   if (trainFeats) disposeFeatureSet(trainFeats);
   if (valFeats) disposeFeatureSet(valFeats);
@@ -493,7 +502,13 @@ export async function train(config: TrainConfig): Promise<RunInfo> {
   return info;
 }
 
-function runInfo(s: Session, history: EpochRecord[], selected: number, epochs: number): RunInfo {
+function runInfo(
+  s: Session,
+  history: EpochRecord[],
+  selected: number,
+  epochs: number,
+  valAccuracy: number | null = null,
+): RunInfo {
   return {
     format: "clipkit-run/1",
     config: s.config,
@@ -505,6 +520,7 @@ function runInfo(s: Session, history: EpochRecord[], selected: number, epochs: n
     epochs,
     history,
     selectedEpoch: selected,
+    valAccuracy,
     methodState: s.instance.state?.() ?? {},
     device: E().info.adapter,
   };
@@ -524,107 +540,3 @@ async function exists(p: string) {
     return false;
   }
 }
-
-const USAGE =
-  `usage: deno task train --method NAME --model FILE|NAME [--vocab FILE] --data DIR|ZIP|CSV
-       --protocol fewshot|base2new|dg [--shots 16] [--seed 1] [--target DOMAIN] [--epochs N]
-       [--batch N] [--lr X] [--select last|val] [--opt key=value]... --out runs/NAME [--resume] [--dry-run]
-methods: ${Object.keys(METHODS).join(", ")}`;
-
-/** Parses a method option value: numbers, booleans, else the string. */
-function optValue(v: string): unknown {
-  if (v === "true" || v === "false") return v === "true";
-  const n = Number(v);
-  return v.trim() !== "" && Number.isFinite(n) ? n : v;
-}
-
-export function parseTrainArgs(args: string[]): TrainConfig {
-  const { values } = parseArgs({
-    args,
-    options: {
-      method: { type: "string" },
-      model: { type: "string" },
-      vocab: { type: "string" },
-      data: { type: "string" },
-      protocol: { type: "string", default: "fewshot" },
-      shots: { type: "string" },
-      seed: { type: "string", default: "1" },
-      target: { type: "string" },
-      epochs: { type: "string" },
-      batch: { type: "string" },
-      lr: { type: "string" },
-      select: { type: "string", default: "last" },
-      "cache-passes": { type: "string" },
-      opt: { type: "string", multiple: true, default: [] },
-      out: { type: "string" },
-      resume: { type: "boolean", default: false },
-      "dry-run": { type: "boolean", default: false },
-      quiet: { type: "boolean", default: false },
-    },
-  });
-  const num = (flag: string, v: string | undefined, int = true) => {
-    if (v === undefined) return undefined;
-    const n = Number(v);
-    if (!Number.isFinite(n) || (int && !Number.isInteger(n)) || n < 0) {
-      throw new Error(`--${flag}: expected a ${int ? "whole " : ""}number ≥ 0, got "${v}"`);
-    }
-    return n;
-  };
-  for (const f of ["method", "model", "data", "out"] as const) {
-    if (!values[f]) throw new Error(`--${f} is required`);
-  }
-  if (!["last", "val"].includes(values.select!)) {
-    throw new Error(`--select: "last" or "val", got "${values.select}"`);
-  }
-  const options: Record<string, unknown> = {};
-  for (const kv of values.opt as string[]) {
-    const i = kv.indexOf("=");
-    if (i < 1) throw new Error(`--opt: expected key=value, got "${kv}"`);
-    options[kv.slice(0, i)] = optValue(kv.slice(i + 1));
-  }
-  return {
-    method: values.method!,
-    options,
-    model: values.model!,
-    vocab: values.vocab,
-    data: values.data!,
-    protocol: values.protocol as TrainConfig["protocol"],
-    shots: num("shots", values.shots),
-    seed: num("seed", values.seed)!,
-    target: values.target,
-    epochs: num("epochs", values.epochs),
-    batch: num("batch", values.batch),
-    lr: num("lr", values.lr, false),
-    select: values.select as "last" | "val",
-    cachePasses: num("cache-passes", values["cache-passes"]),
-    out: values.out!,
-    resume: values.resume,
-    dryRun: values["dry-run"],
-    quiet: values.quiet,
-  };
-}
-
-export async function main(args: string[]): Promise<number> {
-  let config: TrainConfig;
-  try {
-    config = parseTrainArgs(args);
-  } catch (err) {
-    console.error(`${(err as Error).message}\n${USAGE}`);
-    return 2;
-  }
-  try {
-    const info = await train(config);
-    if (!config.dryRun) {
-      console.log(
-        `run saved in ${config.out} (run.json, checkpoint.safetensors, split.json); evaluate with: deno task eval --run ${config.out}`,
-      );
-    }
-    void info;
-    return 0;
-  } catch (err) {
-    console.error(`error: ${(err as Error).message}`);
-    return 1;
-  }
-}
-
-if (import.meta.main) Deno.exit(await main(Deno.args));

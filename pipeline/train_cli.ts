@@ -1,0 +1,138 @@
+/**
+ * `deno task train`: with --method, trains one method (pipeline/train.ts); without, runs the
+ * offline default comparison (pipeline/default_run.ts).
+ */
+import { parseArgs } from "node:util";
+import { train, type TrainConfig } from "./train.ts";
+import { METHODS } from "./methods/index.ts";
+import { defaultRun } from "./default_run.ts";
+
+const USAGE =
+  `usage: deno task train --method NAME --model FILE|NAME [--vocab FILE] --data DIR|ZIP|CSV
+       --protocol fewshot|base2new|dg [--shots 16] [--seed 1] [--target DOMAIN] [--epochs N]
+       [--batch N] [--lr X] [--select last|val] [--opt key=value]... --out runs/NAME [--resume] [--dry-run]
+methods: ${Object.keys(METHODS).join(", ")}`;
+
+/** Parses a method option value: numbers, booleans, else the string. */
+function optValue(v: string): unknown {
+  if (v === "true" || v === "false") return v === "true";
+  const n = Number(v);
+  return v.trim() !== "" && Number.isFinite(n) ? n : v;
+}
+
+export function parseTrainArgs(args: string[]): TrainConfig {
+  const { values } = parseArgs({
+    args,
+    options: {
+      method: { type: "string" },
+      model: { type: "string" },
+      vocab: { type: "string" },
+      data: { type: "string" },
+      protocol: { type: "string", default: "fewshot" },
+      shots: { type: "string" },
+      seed: { type: "string", default: "1" },
+      target: { type: "string" },
+      epochs: { type: "string" },
+      batch: { type: "string" },
+      lr: { type: "string" },
+      select: { type: "string", default: "last" },
+      "cache-passes": { type: "string" },
+      opt: { type: "string", multiple: true, default: [] },
+      out: { type: "string" },
+      resume: { type: "boolean", default: false },
+      "dry-run": { type: "boolean", default: false },
+      quiet: { type: "boolean", default: false },
+    },
+  });
+  const num = (flag: string, v: string | undefined, int = true) => {
+    if (v === undefined) return undefined;
+    const n = Number(v);
+    if (!Number.isFinite(n) || (int && !Number.isInteger(n)) || n < 0) {
+      throw new Error(`--${flag}: expected a ${int ? "whole " : ""}number ≥ 0, got "${v}"`);
+    }
+    return n;
+  };
+  for (const f of ["method", "model", "data", "out"] as const) {
+    if (!values[f]) throw new Error(`--${f} is required`);
+  }
+  if (!["last", "val"].includes(values.select!)) {
+    throw new Error(`--select: "last" or "val", got "${values.select}"`);
+  }
+  const options: Record<string, unknown> = {};
+  for (const kv of values.opt as string[]) {
+    const i = kv.indexOf("=");
+    if (i < 1) throw new Error(`--opt: expected key=value, got "${kv}"`);
+    options[kv.slice(0, i)] = optValue(kv.slice(i + 1));
+  }
+  return {
+    method: values.method!,
+    options,
+    model: values.model!,
+    vocab: values.vocab,
+    data: values.data!,
+    protocol: values.protocol as TrainConfig["protocol"],
+    shots: num("shots", values.shots),
+    seed: num("seed", values.seed)!,
+    target: values.target,
+    epochs: num("epochs", values.epochs),
+    batch: num("batch", values.batch),
+    lr: num("lr", values.lr, false),
+    select: values.select as "last" | "val",
+    cachePasses: num("cache-passes", values["cache-passes"]),
+    out: values.out!,
+    resume: values.resume,
+    dryRun: values["dry-run"],
+    quiet: values.quiet,
+  };
+}
+
+export async function main(args: string[]): Promise<number> {
+  // no method: the offline default run (synthetic world, small CLIP, every method)
+  if (!args.some((a) => a === "--method" || a.startsWith("--method="))) {
+    const { values } = parseArgs({
+      args,
+      options: {
+        smoke: { type: "boolean", default: false },
+        dir: { type: "string" },
+        vocab: { type: "string" },
+        seeds: { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+    });
+    if (values.help) {
+      console.log(
+        `${USAGE}\n\nwithout --method: deno task train [--smoke] [--dir runs/default] [--vocab FILE] [--seeds 1,2,3]\n  generates a synthetic world, pretrains a small CLIP, and compares the methods leaving one domain out`,
+      );
+      return 0;
+    }
+    await defaultRun({
+      smoke: values.smoke,
+      dir: values.dir,
+      vocab: values.vocab,
+      seeds: values.seeds?.split(",").map(Number),
+    });
+    return 0;
+  }
+  let config: TrainConfig;
+  try {
+    config = parseTrainArgs(args);
+  } catch (err) {
+    console.error(`${(err as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  try {
+    const info = await train(config);
+    if (!config.dryRun) {
+      console.log(
+        `run saved in ${config.out} (run.json, checkpoint.safetensors, split.json); evaluate with: deno task eval --run ${config.out}`,
+      );
+    }
+    void info;
+    return 0;
+  } catch (err) {
+    console.error(`error: ${(err as Error).message}`);
+    return 1;
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

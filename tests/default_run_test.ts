@@ -1,0 +1,61 @@
+/** `deno task train --smoke`: the offline default run end to end at its reduced size. */
+import { assert, setup, sharedDir } from "./util.ts";
+import { main } from "../pipeline/train_cli.ts";
+
+await setup();
+
+Deno.test("the default run (--smoke) generates, pretrains, trains every method per held-out domain and reports", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "default-smoke-" });
+  const lines: string[] = [];
+  const log = console.log;
+  console.log = (...a: unknown[]) => lines.push(a.join(" "));
+  let code: number;
+  try {
+    code = await main([
+      "--smoke",
+      "--dir",
+      dir,
+      "--vocab",
+      `${sharedDir()}clip/bpe_simple_vocab_16e6.txt.gz`,
+    ]);
+  } finally {
+    console.log = log;
+  }
+  assert.equal(code, 0);
+  const out = lines.join("\n");
+  for (const m of ["zeroshot", "coop", "cocoop", "maple", "gopro", "clip-adapter", "tip-adapter"]) {
+    assert.match(out, new RegExp(`\\| ${m}( \\(.*\\))? \\|`), `the table has a row for ${m}`);
+  }
+  assert.match(out, /\| Method \| cartoon \| painting \| photo \| sketch \| Average \|/);
+  for (
+    const f of [
+      "report/report.md",
+      "report/report.svg",
+      "report/report.json",
+      "pretrained-eval.json",
+      "clip-small.safetensors",
+    ]
+  ) {
+    await Deno.stat(`${dir}/${f}`);
+  }
+  const report = JSON.parse(await Deno.readTextFile(`${dir}/report/report.json`));
+  assert.equal(report.runs.length, 28);
+  // a second call finds everything cached and redoes nothing
+  const t0 = performance.now();
+  console.log = () => {};
+  try {
+    assert.equal(
+      await main([
+        "--smoke",
+        "--dir",
+        dir,
+        "--vocab",
+        `${sharedDir()}clip/bpe_simple_vocab_16e6.txt.gz`,
+      ]),
+      0,
+    );
+  } finally {
+    console.log = log;
+  }
+  assert.ok(performance.now() - t0 < 30_000, "the cached rerun retrained something");
+});
