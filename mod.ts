@@ -10,4 +10,31 @@
  * console.log(await w.grad!.data());
  * ```
  */
+// the engine: tensors, memory, autograd, ops, optimisers
 export * from "./engine/mod.ts";
+
+// the model: CLIP, checkpoints, tokenizer, images
+export { CLIP, type ClipConfig, eotPositions, expectedShapes, inferConfig } from "./model/clip.ts";
+export { loadStateDict, parseStateDict, type StateDict, toFloat32 } from "./model/weights.ts";
+export { readSafetensors, saveSafetensors } from "./model/safetensors.ts";
+export { hfToOpenAI, loadClipStateDict } from "./model/hf.ts";
+export { fetchModel, resolveModel } from "./model/fetch.ts";
+export { findVocab, Tokenizer } from "./model/tokenizer.ts";
+export { decodeImage, loadImage, type RGBImage } from "./model/image.ts";
+export { clipPreprocess, resizeBicubic } from "./model/preprocess.ts";
+export { loadClip } from "./model/load.ts";
+
+// the pipeline: data, splits, augmentations, methods, trainer, evaluation
+export { readDataset } from "./pipeline/data.ts";
+export { base2new, fewShot, leaveOneDomainOut, loadSplit, saveSplit, Split } from "./pipeline/splits.ts";
+export { makeViews } from "./pipeline/augment.ts";
+export type { Method, MethodInstance } from "./pipeline/method.ts";
+export { getMethod, METHODS } from "./pipeline/methods/index.ts";
+export { type TrainConfig, train } from "./pipeline/train.ts";
+export { evaluateRun } from "./pipeline/evaluate.ts";
+export { metrics } from "./pipeline/metrics.ts";
+export { writeReport } from "./pipeline/report.ts";
+export { generateWorld, writeWorld } from "./pipeline/world.ts";
+export { pretrain } from "./pipeline/pretrain.ts";
+export { evaluatePretrained } from "./pipeline/evaluate_pretrained.ts";
+export { defaultRun } from "./pipeline/default_run.ts";

@@ -78,3 +78,10 @@ export async function expandImagePaths(args: string[]): Promise<string[]> {
   }
   return out;
 }
+
+/** One image's top labels as the commands print them: the path, then "  xx.xx%  label" lines. */
+export function formatTop(path: string, top: { label: string; probability: number }[]): string {
+  return `${path}\n${
+    top.map((t) => `  ${(100 * t.probability).toFixed(2).padStart(6)}%  ${t.label}`).join("\n")
+  }`;
+}

@@ -8,7 +8,7 @@ import { parseArgs } from "node:util";
 import { noGrad } from "../engine/autograd.ts";
 import { scope, tensor } from "../engine/tensor.ts";
 import { softmax } from "../engine/ops/nn.ts";
-import { expandImagePaths, loadClip, loadImages } from "./load.ts";
+import { expandImagePaths, formatTop, loadClip, loadImages } from "./load.ts";
 
 const USAGE =
   'usage: deno task zeroshot --model FILE|NAME [--vocab FILE] --labels a,b,c [--template "a photo of a {}."] [--batch 32] IMAGE|DIR...';
@@ -79,12 +79,9 @@ export async function main(args: string[]): Promise<number> {
     probs.dispose();
     imgs.paths.forEach((path, b) => {
       const row = Array.from(p.subarray(b * labels.length, (b + 1) * labels.length));
-      const order = row.map((v, k) => [v, k]).sort((x, y) => y[0] - x[0]).slice(0, top);
-      console.log(
-        `${path}\n${
-          order.map(([v, k]) => `  ${(100 * v).toFixed(2).padStart(6)}%  ${labels[k]}`).join("\n")
-        }`,
-      );
+      const order = row.map((probability, k) => ({ label: labels[k], probability }))
+        .sort((x, y) => y.probability - x.probability).slice(0, top);
+      console.log(formatTop(path, order));
     });
     done += imgs.paths.length;
   }

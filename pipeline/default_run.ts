@@ -34,16 +34,16 @@ export interface DefaultRunOptions {
 const PLAN: Record<string, { epochs?: number; batch?: number; options?: Record<string, unknown> }> =
   {
     zeroshot: {},
-    coop: { epochs: 20, options: { nCtx: 4 } },
-    cocoop: { epochs: 2, batch: 4 },
-    maple: { epochs: 4 },
-    gopro: { epochs: 2 },
-    "clip-adapter": { epochs: 20 },
+    coop: { epochs: 10, options: { nCtx: 4 } },
+    cocoop: { epochs: 1, batch: 4 },
+    maple: { epochs: 2 },
+    gopro: { epochs: 1 },
+    "clip-adapter": { epochs: 10 },
     "tip-adapter": {},
   };
 
 const SIZES = {
-  full: { pretrainPer: 100, taskPer: 30, epochs: 12, shots: 4 },
+  full: { pretrainPer: 60, taskPer: 20, epochs: 5, shots: 4 },
   smoke: { pretrainPer: 12, taskPer: 6, epochs: 1, shots: 1 },
 };
 

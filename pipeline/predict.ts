@@ -16,7 +16,7 @@ import { initEngine } from "../engine/device.ts";
 import { scope, tensor } from "../engine/tensor.ts";
 import { softmax } from "../engine/ops/nn.ts";
 import { resolveModel, sha256File } from "../model/fetch.ts";
-import { expandImagePaths, loadClip, loadImages } from "../model/load.ts";
+import { expandImagePaths, formatTop, loadClip, loadImages } from "../model/load.ts";
 import type { CLIP } from "../model/clip.ts";
 import type { Tokenizer } from "../model/tokenizer.ts";
 import { type MethodInstance, resolveOptions } from "./method.ts";
@@ -249,9 +249,7 @@ export async function classify(
 
 /** The zeroshot command's layout: the path, then one `  xx.xx%  label` line per label. */
 export function formatPrediction(p: Prediction): string {
-  return `${p.path}\n${
-    p.top.map((t) => `  ${(100 * t.probability).toFixed(2).padStart(6)}%  ${t.label}`).join("\n")
-  }`;
+  return formatTop(p.path, p.top);
 }
 
 const USAGE =

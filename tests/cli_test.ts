@@ -1,5 +1,5 @@
 /** The model commands (embed, zeroshot), run in-process on the golden micro CLIP. */
-import { assert, setup, sharedDir } from "./util.ts";
+import { assert, capture, setup, sharedDir } from "./util.ts";
 import { golden, within } from "./golden.ts";
 import { main as embed } from "../model/embed.ts";
 import { main as zeroshot } from "../model/zeroshot.ts";
@@ -8,18 +8,6 @@ await setup();
 const S = sharedDir();
 const MODEL = `${S}golden/micro/model.safetensors`;
 const VOCAB = `${S}clip/bpe_simple_vocab_16e6.txt.gz`;
-
-async function capture(fn: () => Promise<number>) {
-  const out: string[] = [], err: string[] = [];
-  const [log, error] = [console.log, console.error];
-  console.log = (...a: unknown[]) => out.push(a.join(" "));
-  console.error = (...a: unknown[]) => err.push(a.join(" "));
-  try {
-    return { code: await fn(), out: out.join("\n"), err: err.join("\n") };
-  } finally {
-    [console.log, console.error] = [log, error];
-  }
-}
 
 Deno.test("embed writes normalised embeddings and 100·cos logits that match the golden features", async () => {
   const g = await golden("micro");

@@ -4,7 +4,7 @@
  * predict on tiny runs trained on the golden micro CLIP (new labels, output format, skipped
  * files, class-tied methods refusing other labels, another backbone refused).
  */
-import { assert, setup, sharedDir } from "./util.ts";
+import { assert, capture, setup, sharedDir } from "./util.ts";
 import { train, type TrainConfig } from "../pipeline/train.ts";
 import {
   aggregate,
@@ -20,18 +20,6 @@ import { classTied, main as predict, parseLabels } from "../pipeline/predict.ts"
 
 await setup();
 const S = sharedDir();
-
-async function capture(fn: () => Promise<number>) {
-  const out: string[] = [], err: string[] = [];
-  const [log, error] = [console.log, console.error];
-  console.log = (...a: unknown[]) => out.push(a.join(" "));
-  console.error = (...a: unknown[]) => err.push(a.join(" "));
-  try {
-    return { code: await fn(), out: out.join("\n"), err: err.join("\n") };
-  } finally {
-    [console.log, console.error] = [log, error];
-  }
-}
 
 // ----- fake runs ---------------------------------------------------------------------------------
 

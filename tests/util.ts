@@ -143,4 +143,17 @@ export function sharedDir(): string {
   return dir;
 }
 
+/** Runs a command's main() with console.log/error captured. */
+export async function capture(fn: () => Promise<number>) {
+  const out: string[] = [], err: string[] = [];
+  const [log, error] = [console.log, console.error];
+  console.log = (...a: unknown[]) => out.push(a.join(" "));
+  console.error = (...a: unknown[]) => err.push(a.join(" "));
+  try {
+    return { code: await fn(), out: out.join("\n"), err: err.join("\n") };
+  } finally {
+    [console.log, console.error] = [log, error];
+  }
+}
+
 export { assert };
