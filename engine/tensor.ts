@@ -113,7 +113,8 @@ export class Tensor {
       this.grad.dispose();
       this.grad = null;
     }
-    this.node = null;
+    // .node stays: a result kept past this tensor's scope still reaches the leaves through it
+    // (the node's saved tensors are freed by releaseNode, not here)
   }
 
   /** Reads the tensor back as a host array (f32 and f16 as Float32Array, i32 as Int32Array). */
