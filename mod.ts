@@ -26,11 +26,18 @@ export { loadClip } from "./model/load.ts";
 
 // the pipeline: data, splits, augmentations, methods, trainer, evaluation
 export { readDataset } from "./pipeline/data.ts";
-export { base2new, fewShot, leaveOneDomainOut, loadSplit, saveSplit, Split } from "./pipeline/splits.ts";
+export {
+  base2new,
+  fewShot,
+  leaveOneDomainOut,
+  loadSplit,
+  saveSplit,
+  Split,
+} from "./pipeline/splits.ts";
 export { makeViews } from "./pipeline/augment.ts";
 export type { Method, MethodInstance } from "./pipeline/method.ts";
 export { getMethod, METHODS } from "./pipeline/methods/index.ts";
-export { type TrainConfig, train } from "./pipeline/train.ts";
+export { train, type TrainConfig } from "./pipeline/train.ts";
 export { evaluateRun } from "./pipeline/evaluate.ts";
 export { metrics } from "./pipeline/metrics.ts";
 export { writeReport } from "./pipeline/report.ts";

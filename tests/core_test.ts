@@ -214,7 +214,10 @@ Deno.test("backward frees the tape and accumulates leaf gradients", async () => 
   w.grad = null;
   const loss = T.scope(() => T.sum(T.exp(T.mul(w, 2))));
   T.backward(loss);
-  assertClose(await download(w.grad!), [0.5, -0.25, 2].map((v) => 2 * Math.exp(2 * v)), { rtol: 1e-6, msg: "grad through a closed scope" });
+  assertClose(await download(w.grad!), [0.5, -0.25, 2].map((v) => 2 * Math.exp(2 * v)), {
+    rtol: 1e-6,
+    msg: "grad through a closed scope",
+  });
   assert.throws(() => T.backward(loss), /already released/);
   loss.dispose();
   w.dispose();
