@@ -37,13 +37,13 @@ const PLAN: Record<string, { epochs?: number; batch?: number; options?: Record<s
     coop: { epochs: 10, options: { nCtx: 4 } },
     cocoop: { epochs: 1, batch: 4 },
     maple: { epochs: 2 },
-    gopro: { epochs: 1 },
+    gopro: { epochs: 1, batch: 8 },
     "clip-adapter": { epochs: 10 },
     "tip-adapter": {},
   };
 
 const SIZES = {
-  full: { pretrainPer: 60, taskPer: 20, epochs: 5, shots: 4 },
+  full: { pretrainPer: 60, taskPer: 16, epochs: 3, shots: 4 },
   smoke: { pretrainPer: 12, taskPer: 6, epochs: 1, shots: 1 },
 };
 
