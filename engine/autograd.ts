@@ -144,7 +144,7 @@ export function backward(loss: Tensor, grad?: Tensor) {
           // each input gets its own reference: a rule may hand one tensor (often g) to several
           const d = r.view(r.shape, r.strides, r.offset);
           const prev = inp.node ? grads.get(inp) : inp.grad;
-          const acc = prev ? add(prev, d) : inp.node ? d : contiguousCopy(d);
+          const acc = prev ? add(prev, d) : inp.node ? d : contiguous(d, true);
           if (acc !== d) d.dispose();
           prev?.dispose();
           if (inp.node) grads.set(inp, acc);
@@ -156,8 +156,4 @@ export function backward(loss: Tensor, grad?: Tensor) {
       }
     });
   });
-}
-
-function contiguousCopy(t: Tensor): Tensor {
-  return contiguous(t, true);
 }

@@ -19,7 +19,7 @@ import { Tensor, tensor } from "../engine/tensor.ts";
 import { param } from "../engine/autograd.ts";
 import { add, exp, full, mul, quickGelu } from "../engine/ops/elementwise.ts";
 import { randomNormal, randomUniform } from "../engine/ops/random.ts";
-import { contiguous, expand, narrow, permute, reshape, squeeze } from "../engine/ops/views.ts";
+import { expand, narrow, permute, reshape, squeeze } from "../engine/ops/views.ts";
 import { linear, matmul } from "../engine/ops/matmul.ts";
 import { attention, layerNorm, normalize } from "../engine/ops/nn.ts";
 import { concat, embedding, takeRows } from "../engine/ops/indexing.ts";
@@ -508,5 +508,3 @@ export function eotPositions(ids: Int32Array, ctx: number): Int32Array {
   }
   return out;
 }
-
-export { contiguous };

@@ -16,7 +16,7 @@ import { initEngine } from "../engine/device.ts";
 import { generateWorld, writeWorld } from "./world.ts";
 import { pretrain, pretrainConfig } from "./pretrain.ts";
 import { evaluatePretrained } from "./evaluate_pretrained.ts";
-import { train, type TrainConfig } from "./train.ts";
+import { exists, train, type TrainConfig } from "./train.ts";
 import { evaluateRun } from "./evaluate.ts";
 import { writeReport } from "./report.ts";
 
@@ -201,13 +201,4 @@ async function listDomains(root: string, fallback: string[]): Promise<string[]> 
   const out: string[] = [];
   for await (const e of Deno.readDir(root)) if (e.isDirectory) out.push(e.name);
   return out.length ? out.sort() : fallback;
-}
-
-async function exists(p: string) {
-  try {
-    await Deno.stat(p);
-    return true;
-  } catch {
-    return false;
-  }
 }

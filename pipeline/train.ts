@@ -532,7 +532,8 @@ function fmtTime(s: number) {
   return m ? `${m}m${Math.round(s % 60).toString().padStart(2, "0")}s` : `${Math.round(s)}s`;
 }
 
-async function exists(p: string) {
+/** Whether a path exists (a missing file is not an error here). */
+export async function exists(p: string) {
   try {
     await Deno.stat(p);
     return true;
