@@ -22,8 +22,8 @@
  * `world.json` beside the domain folders, or the same tree as a zip: both read back through
  * pipeline/data.ts `readDataset` in the domain layout.
  *
- * CLI: `deno task world --out DIR|FILE.zip [--seed 0] [--size 32] [--per 50]
- *       [--classes a,b] [--domains a,b] [--sheet FILE.png] [--force]`
+ * CLI: `deno task world --out DIR|FILE.zip [--seed 0] [--size 32] [--per 50] [--snap CELLS]
+ *       [--upright] [--terse F] [--classes a,b] [--domains a,b] [--sheet FILE.png] [--force]`
  */
 import { type ZipOptions, zipSync, zlibSync } from "fflate";
 import { createHash } from "node:crypto";
@@ -342,8 +342,16 @@ function sampleAttributes(rng: HostRng): WorldAttributes {
   };
 }
 
-/** Centres for the objects inside the position's region, apart where possible (shrinking). */
-function layout(rng: HostRng, a: WorldAttributes): { cx: number; cy: number; r: number }[] {
+/**
+ * Centres for the objects inside the position's region, apart where possible (shrinking); with
+ * `snap`, on a lattice of `snap` cells per side.
+ */
+export function layout(
+  rng: HostRng,
+  a: WorldAttributes,
+  snap = 0,
+): { cx: number; cy: number; r: number }[] {
+  const lattice = (v: number) => (snap ? Math.round(v * snap) / snap : v);
   let r = RADIUS[a.count][SIZES.indexOf(a.size)];
   let best: { cx: number; cy: number; r: number }[] = [];
   for (let shrink = 0; shrink < 4; shrink++, r *= 0.9) {
@@ -365,7 +373,7 @@ function layout(rng: HostRng, a: WorldAttributes): { cx: number; cy: number; r: 
       let apart = true;
       for (let k = 0; k < a.count; k++) {
         for (let t = 0; t < 16; t++) {
-          const cx = rng.uniform(xr[0], xr[1]), cy = rng.uniform(yr[0], yr[1]);
+          const cx = lattice(rng.uniform(xr[0], xr[1])), cy = lattice(rng.uniform(yr[0], yr[1]));
           const ok = out.every((o) => {
             const dx = o.cx - cx, dy = o.cy - cy;
             return dx * dx + dy * dy >= (2.1 * r) * (2.1 * r);
@@ -440,11 +448,13 @@ function buildScene(
   a: WorldAttributes,
   lay: { cx: number; cy: number; r: number }[],
   rng: HostRng,
+  upright = false,
 ): Scene {
   const shape = SHAPES[className];
   const objs: Obj[] = lay.map(({ cx, cy, r }) => {
     let turn = shape.turn * (2 * rng.uniform() - 1);
     if (shape.anyTurn) turn += HALF_PI * rng.int(4);
+    if (upright) turn = 0; // drawn after the draws, so the rest of the scene is unchanged
     return { cx, cy, r, cos: dcos(turn), sin: dsin(turn), sdf: shape.sdf };
   });
   const base = RGB[a.colour];
@@ -782,6 +792,18 @@ export function caption(rng: HostRng, domain: string, className: string, a: Worl
   return pick(rng, frames).replace("%", np);
 }
 
+/**
+ * A terse caption: count, shape and style only ("a sketch of two stars"). Contrastive
+ * pretraining on full captions finds a shortcut: colour, position, count, background and style
+ * already tell the pairs of a batch apart, so the image tower never needs the shape. Captions that
+ * name little besides the shape remove it (README, "The default run").
+ */
+export function terseCaption(rng: HostRng, domain: string, className: string, a: WorldAttributes) {
+  const noun = a.count === 1 ? className : pluralOf(className);
+  const count = a.count === 1 ? article(noun) : pick(rng, COUNT_WORDS[a.count]);
+  return pick(rng, DOMAIN_FRAMES[domain] ?? PLAIN_FRAMES).replace("%", `${count} ${noun}`);
+}
+
 // ------------------------------------------------------------------------------------------------
 // Generating
 // ------------------------------------------------------------------------------------------------
@@ -795,6 +817,16 @@ export interface WorldOptions {
   domains?: readonly string[];
   /** Samples per pixel along each axis (default 4 up to 32 px, 3 above). */
   supersample?: number;
+  /**
+   * Object centres on a lattice of `snap` cells per side (0: anywhere). With `snap` = image size
+   * / (patch / 2) an object meets a ViT's patch grid in one of four phases instead of all of
+   * them, which is what lets a small ViT learn the shapes in minutes (see the README).
+   */
+  snap?: number;
+  /** Shapes drawn unrotated (an arrow still points one of four ways). */
+  upright?: boolean;
+  /** The fraction of captions that are terse (count, shape and style only; see terseCaption). */
+  terse?: number;
 }
 
 export interface WorldItem {
@@ -811,6 +843,9 @@ export interface WorldItem {
 export interface World {
   seed: number;
   size: number;
+  snap: number;
+  upright: boolean;
+  terse: number;
   perClassPerDomain: number;
   /** Sorted (byte order), as readDataset lists them. */
   classes: string[];
@@ -837,6 +872,13 @@ function checkOptions(o: WorldOptions) {
     throw new WorldError(`perClassPerDomain must be a positive integer, got ${per}`);
   }
   const ss = o.supersample ?? (size <= 32 ? 4 : 3);
+  const snap = o.snap ?? 0, upright = o.upright ?? false, terse = o.terse ?? 0;
+  if (!(terse >= 0 && terse <= 1)) throw new WorldError(`terse must be in 0..1, got ${terse}`);
+  if (!Number.isInteger(snap) || snap < 0 || snap > size) {
+    throw new WorldError(
+      `snap must be an integer in 0..${size} (lattice cells per side), got ${snap}`,
+    );
+  }
   if (!Number.isInteger(ss) || ss < 1 || ss > 8) {
     throw new WorldError(`supersample must be an integer in 1..8, got ${ss}`);
   }
@@ -856,6 +898,9 @@ function checkOptions(o: WorldOptions) {
     size,
     per,
     ss,
+    snap,
+    upright,
+    terse,
     classes: subset("class", o.classes, WORLD_CLASSES),
     domains: subset("domain", o.domains, WORLD_DOMAINS),
   };
@@ -866,7 +911,7 @@ function checkOptions(o: WorldOptions) {
  * (the layout and style are still drawn from the image's own streams).
  */
 export function renderWorldImage(
-  opts: { seed?: number; size?: number; supersample?: number },
+  opts: Omit<WorldOptions, "perClassPerDomain" | "classes" | "domains">,
   domain: string,
   className: string,
   index: number,
@@ -875,16 +920,20 @@ export function renderWorldImage(
   const o = checkOptions({ ...opts, classes: [className], domains: [domain] });
   const attrRng = hostRng(imageSeed(o.seed, domain, className, index, 0));
   const attributes = { ...sampleAttributes(attrRng), ...override };
-  const lay = layout(attrRng, attributes);
+  const lay = layout(attrRng, attributes, o.snap);
   const scene = buildScene(
     domain,
     className,
     attributes,
     lay,
     hostRng(imageSeed(o.seed, domain, className, index, 1)),
+    o.upright,
   );
   const image = renderScene(scene, o.size, o.ss);
-  const text = caption(
+  // a fourth stream decides terseness, so that the other captions keep their words
+  const terse = o.terse > 0 &&
+    hostRng(imageSeed(o.seed, domain, className, index, 3)).uniform() < o.terse;
+  const text = (terse ? terseCaption : caption)(
     hostRng(imageSeed(o.seed, domain, className, index, 2)),
     domain,
     className,
@@ -902,7 +951,14 @@ export function generateWorld(opts: WorldOptions = {}): World {
     for (const className of o.classes) {
       for (let index = 0; index < o.per; index++) {
         const r = renderWorldImage(
-          { seed: o.seed, size: o.size, supersample: o.ss },
+          {
+            seed: o.seed,
+            size: o.size,
+            supersample: o.ss,
+            snap: o.snap,
+            upright: o.upright,
+            terse: o.terse,
+          },
           domain,
           className,
           index,
@@ -923,6 +979,9 @@ export function generateWorld(opts: WorldOptions = {}): World {
   return {
     seed: o.seed,
     size: o.size,
+    snap: o.snap,
+    upright: o.upright,
+    terse: o.terse,
     perClassPerDomain: o.per,
     classes: o.classes,
     domains: o.domains,
@@ -1029,6 +1088,10 @@ export function worldFiles(world: World): Map<string, Uint8Array> {
     seed: world.seed,
     size: world.size,
     perClassPerDomain: world.perClassPerDomain,
+    // written only when set, so that worlds made before these options keep their bytes
+    ...(world.snap ? { snap: world.snap } : {}),
+    ...(world.upright ? { upright: true } : {}),
+    ...(world.terse ? { terse: world.terse } : {}),
     classes: world.classes,
     domains: world.domains,
     images: world.items.length,
@@ -1142,7 +1205,7 @@ export function contactSheet(images: RGBImage[], cols: number): RGBImage {
 // ------------------------------------------------------------------------------------------------
 
 const USAGE = `usage: deno task world --out DIR|FILE.zip [--seed 0] [--size 32] [--per 50]
-       [--classes a,b,...] [--domains a,b,...] [--sheet FILE.png] [--force]`;
+       [--snap CELLS] [--upright] [--terse F] [--classes a,b,...] [--domains a,b,...] [--sheet FILE.png] [--force]`;
 
 function parseArgs(args: string[]): Record<string, string> {
   const out: Record<string, string> = {};
@@ -1150,6 +1213,7 @@ function parseArgs(args: string[]): Record<string, string> {
     const a = args[i];
     if (a === "--help" || a === "-h") out.help = "1";
     else if (a === "--force") out.force = "1";
+    else if (a === "--upright") out.upright = "1";
     else if (a.startsWith("--")) {
       const eq = a.indexOf("=");
       if (eq > 0) out[a.slice(2, eq)] = a.slice(eq + 1);
@@ -1157,7 +1221,20 @@ function parseArgs(args: string[]): Record<string, string> {
       else throw new WorldError(`${a} needs a value\n${USAGE}`);
     } else throw new WorldError(`unexpected argument ${a}\n${USAGE}`);
   }
-  const known = ["out", "seed", "size", "per", "classes", "domains", "sheet", "force", "help"];
+  const known = [
+    "out",
+    "seed",
+    "size",
+    "per",
+    "snap",
+    "upright",
+    "terse",
+    "classes",
+    "domains",
+    "sheet",
+    "force",
+    "help",
+  ];
   const bad = Object.keys(out).filter((k) => !known.includes(k));
   if (bad.length) throw new WorldError(`unknown option --${bad[0]}\n${USAGE}`);
   return out;
@@ -1183,6 +1260,9 @@ export function main(args: string[]): number {
       seed: num("seed", 0),
       size: num("size", 32),
       perClassPerDomain: num("per", 50),
+      snap: num("snap", 0),
+      upright: !!a.upright,
+      terse: num("terse", 0),
       classes: list("classes"),
       domains: list("domains"),
     });

@@ -12,6 +12,7 @@ import {
   dsin,
   encodePng,
   generateWorld,
+  layout,
   main,
   pluralOf,
   POSITIONS,
@@ -359,4 +360,61 @@ Deno.test("world: options are checked; sin/cos are accurate; the CLI writes and 
   } finally {
     Deno.removeSync(dir, { recursive: true });
   }
+});
+
+Deno.test("world: snap, upright and terse change only what they name; defaults keep the bytes", () => {
+  const o = { seed: 0, size: 32, perClassPerDomain: 2 };
+  const plain = generateWorld({ ...o, snap: 0, upright: false, terse: 0 });
+  assert.equal(worldDigest(plain), WORLD_S0_P2, "explicit defaults changed the bytes");
+  assert.ok(!new TextDecoder().decode(worldFiles(plain).get("world.json")).includes("snap"));
+
+  // snap: centres on the lattice, drawn from the same stream as without it
+  const a = {
+    count: 3 as const,
+    size: "small" as const,
+    colour: "red" as const,
+    position: "left" as const,
+    background: "plain" as const,
+  };
+  for (let s = 0; s < 20; s++) {
+    const free = layout(hostRng(s), a), snapped = layout(hostRng(s), a, 8);
+    assert.equal(snapped.length, 3);
+    for (const c of snapped) {
+      assert.equal(c.cx * 8, Math.round(c.cx * 8), `cx ${c.cx} off the lattice`);
+      assert.equal(c.cy * 8, Math.round(c.cy * 8), `cy ${c.cy} off the lattice`);
+    }
+    assert.ok(free.some((c) => c.cx * 8 !== Math.round(c.cx * 8)));
+  }
+
+  // the styled world: images change, attributes do not; world.json records the options
+  const styled = generateWorld({ ...o, snap: 8, upright: true });
+  assert.equal(styled.items.length, plain.items.length);
+  let changed = 0;
+  styled.items.forEach((it, i) => {
+    assert.deepEqual(it.attributes, plain.items[i].attributes);
+    assert.equal(it.caption, plain.items[i].caption);
+    if (sha(it.png) !== sha(plain.items[i].png)) changed++;
+  });
+  assert.ok(changed > plain.items.length * 0.9, `only ${changed} images changed`);
+  const meta = JSON.parse(new TextDecoder().decode(worldFiles(styled).get("world.json")));
+  assert.equal(meta.snap, 8);
+  assert.equal(meta.upright, true);
+
+  // terse: those captions name count, shape and style and no colour; the others keep their words
+  const half = generateWorld({ ...o, terse: 0.5 });
+  let terse = 0;
+  half.items.forEach((it, i) => {
+    if (it.caption === plain.items[i].caption) return;
+    terse++;
+    const noun = it.attributes.count === 1 ? it.className : pluralOf(it.className);
+    assert.ok(it.caption.includes(noun), it.caption);
+    assert.ok(!it.caption.includes(it.attributes.colour), it.caption);
+  });
+  assert.ok(terse > 0.3 * half.items.length && terse < 0.7 * half.items.length, `${terse} terse`);
+  assert.equal(JSON.parse(new TextDecoder().decode(worldFiles(half).get("world.json"))).terse, 0.5);
+  assert.deepEqual(half.items.map((it) => sha(it.png)), plain.items.map((it) => sha(it.png)));
+
+  assert.throws(() => generateWorld({ ...o, snap: 2.5 }), WorldError);
+  assert.throws(() => generateWorld({ ...o, snap: 64 }), /snap must be an integer in 0\.\.32/);
+  assert.throws(() => generateWorld({ ...o, terse: 1.5 }), /terse must be in 0\.\.1/);
 });
