@@ -316,6 +316,14 @@ export interface PretrainOptions {
   resume?: boolean;
   /** Train only the token rows the captions use ("seen", exact) or the whole table ("all"). */
   embedRows?: "seen" | "all";
+  /**
+   * Standard deviation at initialisation of the token rows the captions use (default OpenAI's
+   * 0.02, what `CLIP.random` draws; the other rows keep it). A small model trained for minutes
+   * keeps 0.02-words too faint beside the positional embedding to tell the captions' nouns
+   * apart; 1 (nn.Embedding's default) learnt faster in our measurements (README, "The default
+   * run"). Unseen rows stay faint, so a word pretraining never saw adds little to a prompt.
+   */
+  embedInitStd?: number;
   /** Steps between progress lines (each reads back once). */
   logEvery?: number;
   /** Stop after this many steps in total (the schedule still spans all epochs). */
@@ -400,6 +408,10 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
   const betas = o.betas ?? [0.9, 0.98], eps = o.eps ?? 1e-6;
   const gradClip = o.gradClip ?? 1, logEvery = Math.max(1, o.logEvery ?? 10);
   const embedRows = o.embedRows ?? "seen";
+  const embedInitStd = o.embedInitStd ?? 0.02;
+  if (!(embedInitStd > 0)) {
+    throw new Error(`pretrain: embedInitStd must be > 0, got ${embedInitStd}`);
+  }
   const ext = o.extension;
   for (const [k, v] of Object.entries({ epochs, batch: o.batch ?? 64 })) {
     if (!Number.isInteger(v) || v < 1) throw new Error(`pretrain: ${k} must be an integer ≥ 1`);
@@ -443,7 +455,19 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
   const tokenIds = embedRows === "seen" ? ids.map((id) => compactOf.get(id)!) : ids;
 
   const statePath = statePathOf(o.out);
-  const hyper = { lr, weightDecay, betas, eps, gradClip, batch, seed, holdout, warmup, embedRows };
+  const hyper = {
+    lr,
+    weightDecay,
+    betas,
+    eps,
+    gradClip,
+    batch,
+    seed,
+    holdout,
+    warmup,
+    embedRows,
+    embedInitStd,
+  };
   const identity = {
     config,
     data: data.digest,
@@ -451,6 +475,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
     seed,
     holdout,
     embedRows,
+    embedInitStd,
     extension: ext?.name ?? null,
   };
 
@@ -481,6 +506,13 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
 
   // the compact token table (embedRows "seen"): rows of the full one, trained in its place
   const fullTable = model.w(TABLE);
+  if (!resumed && embedInitStd !== 0.02) {
+    // the rows the captions use, scaled from OpenAI's 0.02 to embedInitStd
+    const table = await fullTable.data() as Float32Array, W = config.transformerWidth;
+    const k = embedInitStd / 0.02;
+    for (const id of seen) for (let j = id * W; j < (id + 1) * W; j++) table[j] *= k;
+    T.writeTensor(fullTable, table);
+  }
   let compact: Tensor | null = null;
   let unseenDecay = 1; // Π(1 − lrₜ·wd) since the full table was last written
   if (embedRows === "seen") {
@@ -870,7 +902,8 @@ const USAGE = `usage: deno task pretrain --data DIR --out model.safetensors [opt
   --grad-clip X (1; 0 = off)  --seed N (0)  --holdout F (0.1)  --vocab FILE  --resume
   --image-size PX (32)  --patch PX (4)  --vision-width N (128)  --vision-layers N (4)
   --text-width N (128)  --text-layers N (4)  --context N (32)  --embed N (128)
-  --embed-rows seen|all (seen)  --log-every N (10)  --max-steps N
+  --embed-rows seen|all (seen)  --embed-init-std X (0.02, OpenAI's)  --log-every N (10)
+  --max-steps N
   --proto (ProtoCLIP: InfoNCE + prototype loss from the 2nd epoch)  --proto-k N (32)
   --proto-episode PAIRS (the epoch)`;
 
@@ -902,6 +935,7 @@ export async function main(args: string[]): Promise<number> {
         context: str,
         embed: str,
         "embed-rows": str,
+        "embed-init-std": str,
         "log-every": str,
         "max-steps": str,
         proto: { type: "boolean" },
@@ -959,6 +993,7 @@ export async function main(args: string[]): Promise<number> {
     vocab: v.vocab,
     resume: v.resume,
     embedRows: v["embed-rows"] as "seen" | "all" | undefined,
+    embedInitStd: num("embed-init-std", false),
     logEvery: num("log-every"),
     maxSteps: num("max-steps"),
   };
