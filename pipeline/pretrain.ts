@@ -131,8 +131,16 @@ export function parseCaptions(text: string, file = "captions.jsonl"): Map<string
 
 /** The captions beside a dataset (its root's captions.jsonl, in a folder or zip), if any. */
 export function datasetCaptions(ds: Dataset, file?: string): Map<string, string[]> {
+  if (file) {
+    // a file the user named must exist
+    try {
+      return parseCaptions(Deno.readTextFileSync(file), file);
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) throw new Error(`captions file ${file} not found`);
+      throw e;
+    }
+  }
   try {
-    if (file) return parseCaptions(Deno.readTextFileSync(file), file);
     if (ds.source === "zip") {
       const name = `${ds.prefix ?? ""}captions.jsonl`;
       if (!zipIndex(ds.root).entries.has(name)) return new Map();
@@ -293,6 +301,11 @@ export interface PretrainExtension {
 export interface PretrainOptions {
   /** A dataset path (folder with captions.jsonl, zip or manifest) or loaded pairs. */
   data: string | PairData;
+  /**
+   * A captions.jsonl to use instead of the one at the dataset's root (captions for a dataset
+   * that has none, such as PACS, or another wording of the same images).
+   */
+  captions?: string;
   /** The output checkpoint (safetensors). */
   out: string;
   /** Model shape; missing fields from SMALL_CLIP. */
@@ -324,6 +337,13 @@ export interface PretrainOptions {
    * run"). Unseen rows stay faint, so a word pretraining never saw adds little to a prompt.
    */
   embedInitStd?: number;
+  /**
+   * The temperature multiplier exp(logit_scale) at initialisation (default CLIP's 1/0.07; at most
+   * 100, the clamp). A small model starts with nearly parallel features in each tower, so that
+   * what tells a batch's pairs apart is a small part of each feature; a larger multiplier gives
+   * that part a usable gradient from the first steps.
+   */
+  logitScaleInit?: number;
   /** Steps between progress lines (each reads back once). */
   logEvery?: number;
   /** Stop after this many steps in total (the schedule still spans all epochs). */
@@ -409,6 +429,10 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
   const gradClip = o.gradClip ?? 1, logEvery = Math.max(1, o.logEvery ?? 10);
   const embedRows = o.embedRows ?? "seen";
   const embedInitStd = o.embedInitStd ?? 0.02;
+  const logitScaleInit = o.logitScaleInit ?? 1 / 0.07;
+  if (!(logitScaleInit >= 1 && logitScaleInit <= 100)) {
+    throw new Error(`pretrain: logitScaleInit must be in [1, 100], got ${logitScaleInit}`);
+  }
   if (!(embedInitStd > 0)) {
     throw new Error(`pretrain: embedInitStd must be > 0, got ${embedInitStd}`);
   }
@@ -424,7 +448,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
 
   // data and captions
   const data = typeof o.data === "string"
-    ? await loadPairs(o.data, config.imageResolution, { log })
+    ? await loadPairs(o.data, config.imageResolution, { log, captionsFile: o.captions })
     : o.data;
   if (data.resolution !== config.imageResolution) {
     throw new Error(
@@ -467,6 +491,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
     warmup,
     embedRows,
     embedInitStd,
+    logitScaleInit,
   };
   const identity = {
     config,
@@ -476,6 +501,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
     holdout,
     embedRows,
     embedInitStd,
+    logitScaleInit,
     extension: ext?.name ?? null,
   };
 
@@ -512,6 +538,9 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
     const k = embedInitStd / 0.02;
     for (const id of seen) for (let j = id * W; j < (id + 1) * W; j++) table[j] *= k;
     T.writeTensor(fullTable, table);
+  }
+  if (!resumed && Math.abs(logitScaleInit - 1 / 0.07) > 1e-9) {
+    T.writeTensor(model.w("logit_scale"), new Float32Array([Math.log(logitScaleInit)]));
   }
   let compact: Tensor | null = null;
   let unseenDecay = 1; // Π(1 − lrₜ·wd) since the full table was last written
@@ -899,10 +928,11 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
 
 const USAGE = `usage: deno task pretrain --data DIR --out model.safetensors [options]
   --epochs N (10)  --batch N (64)  --lr X (5e-4)  --warmup STEPS (10% ≤ 2000)  --wd X (0.2)
+  --captions FILE (a captions.jsonl other than the dataset's own)
   --grad-clip X (1; 0 = off)  --seed N (0)  --holdout F (0.1)  --vocab FILE  --resume
   --image-size PX (32)  --patch PX (4)  --vision-width N (128)  --vision-layers N (4)
   --text-width N (128)  --text-layers N (4)  --context N (32)  --embed N (128)
-  --embed-rows seen|all (seen)  --embed-init-std X (0.02, OpenAI's)  --log-every N (10)
+  --embed-rows seen|all (seen)  --embed-init-std X (0.02, OpenAI's)  --logit-scale-init X (14.3)  --log-every N (10)
   --max-steps N
   --proto (ProtoCLIP: InfoNCE + prototype loss from the 2nd epoch)  --proto-k N (32)
   --proto-episode PAIRS (the epoch)`;
@@ -915,6 +945,7 @@ export async function main(args: string[]): Promise<number> {
       args,
       options: {
         data: str,
+        captions: str,
         out: str,
         epochs: str,
         batch: str,
@@ -936,6 +967,7 @@ export async function main(args: string[]): Promise<number> {
         embed: str,
         "embed-rows": str,
         "embed-init-std": str,
+        "logit-scale-init": str,
         "log-every": str,
         "max-steps": str,
         proto: { type: "boolean" },
@@ -980,6 +1012,7 @@ export async function main(args: string[]): Promise<number> {
   set("embedDim", "embed");
   const opts: PretrainOptions = {
     data: v.data,
+    captions: v.captions,
     out: v.out,
     config: cfg,
     epochs: num("epochs"),
@@ -994,6 +1027,7 @@ export async function main(args: string[]): Promise<number> {
     resume: v.resume,
     embedRows: v["embed-rows"] as "seen" | "all" | undefined,
     embedInitStd: num("embed-init-std", false),
+    logitScaleInit: num("logit-scale-init", false),
     logEvery: num("log-every"),
     maxSteps: num("max-steps"),
   };

@@ -59,3 +59,40 @@ Deno.test("the default run (--smoke) generates, pretrains, trains every method p
   }
   assert.ok(performance.now() - t0 < 30_000, "the cached rerun retrained something");
 });
+
+Deno.test("the default run on a domain-folder dataset pretrains without the held-out domain and reports", async () => {
+  const { generateWorld, writeWorld } = await import("../pipeline/world.ts");
+  const { defaultRun, domainCaption } = await import("../pipeline/default_run.ts");
+  assert.equal(domainCaption("art_painting", "elephant"), "an art painting of an elephant.");
+  assert.equal(domainCaption("sketch", "dog"), "a sketch of a dog.");
+  const dir = await Deno.makeTempDir({ prefix: "default-data-" });
+  const data = `${dir}/data`;
+  writeWorld(data, generateWorld({ seed: 5, size: 32, perClassPerDomain: 6 }), { force: true });
+  const vocab = `${sharedDir()}clip/bpe_simple_vocab_16e6.txt.gz`;
+  await assert.rejects(
+    () => defaultRun({ data, dir, vocab, smoke: true, targets: ["clay"], log: () => {} }),
+    /no domain "clay"/,
+  );
+  const lines: string[] = [];
+  const r = await defaultRun({
+    data,
+    dir,
+    vocab,
+    smoke: true,
+    targets: ["sketch"],
+    methods: ["zeroshot", "tip-adapter"],
+    log: (l) => lines.push(l),
+  });
+  // the CLIP for "sketch" was pretrained on the three other domains only, captioned by name
+  const caps = (await Deno.readTextFile(`${dir}/captions-without-sketch.jsonl`)).trim().split("\n")
+    .map((l) => JSON.parse(l));
+  assert.equal(caps.length, 180);
+  assert.ok(caps.every((c) => !c.path.startsWith("sketch/")));
+  assert.ok(caps.some((c) => c.caption === "a cartoon of a star."));
+  await Deno.stat(`${dir}/clip-small-without-sketch.safetensors`);
+  const pre = JSON.parse(await Deno.readTextFile(`${dir}/pretrained-eval.json`));
+  assert.deepEqual(Object.keys(pre), ["sketch"]);
+  assert.deepEqual(Object.keys(pre.sketch.zeroShot.perDomain), ["sketch"]);
+  assert.equal(r.report.runs.length, 2);
+  assert.match(lines.join("\n"), /zero-shot on sketch/);
+});
