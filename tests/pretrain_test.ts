@@ -248,6 +248,30 @@ Deno.test("training only the seen token rows equals training the whole table", a
     return { r, sd: await loadStateDict(out) };
   };
   const seen = await run("seen"), all = await run("all");
+  // the temperature starts where logitScaleInit puts it (a few steps of lr 1e-3 from there)
+  const ls = toFloat32(seen.sd.get("logit_scale")!)[0];
+  assert.ok(Math.abs(ls - Math.log(1 / 0.07)) < 0.01, `logit_scale ${ls}`);
+  const hot = await pretrain({
+    data: pairs,
+    out: `${tmp}/hot.safetensors`,
+    vocab: VOCAB,
+    config: TINY,
+    epochs: 2,
+    batch: 36,
+    lr: 1e-3,
+    warmup: 1,
+    holdout: 0,
+    logitScaleInit: 50,
+    log: quiet,
+  });
+  assert.equal(hot.steps, 2);
+  const hotScale =
+    toFloat32((await loadStateDict(`${tmp}/hot.safetensors`)).get("logit_scale")!)[0];
+  assert.ok(Math.abs(hotScale - Math.log(50)) < 0.01, `logit_scale ${hotScale} (ln 50 = 3.91)`);
+  await assert.rejects(
+    () => pretrain({ data: pairs, out: `${tmp}/bad.safetensors`, logitScaleInit: 200, log: quiet }),
+    /logitScaleInit must be in \[1, 100\]/,
+  );
   assert.equal(seen.r.steps, 4);
   const [worst, at] = maxRelDiff(seen.sd, all.sd);
   assert.ok(worst < 1e-4, `largest relative difference ${worst} at ${at}`);
@@ -418,6 +442,16 @@ Deno.test("pairs: captions from captions.jsonl (folder or zip), the class templa
   assert.equal(p2.captions[p2.paths.indexOf(kept[0].path)].length, 2);
   assert.ok(logs.some((l) => /1 image\(s\) without a caption/.test(l)));
   await Deno.writeTextFile(`${worldDir}/captions.jsonl`, lines.join("\n") + "\n");
+  // a captions file the caller names replaces the dataset's own; a missing one is refused
+  const other = `${tmp}/other-captions.jsonl`;
+  await Deno.writeTextFile(other, JSON.stringify({ path: first, caption: "a new wording" }) + "\n");
+  const p3 = await loadPairs(worldDir, 16, { log: quiet, captionsFile: other });
+  assert.deepEqual(p3.captions[p3.paths.indexOf(first)], ["a new wording"]);
+  assert.equal(p3.fallback, 35);
+  await assert.rejects(
+    () => loadPairs(worldDir, 16, { log: quiet, captionsFile: `${tmp}/nope.jsonl` }),
+    /captions file .*nope\.jsonl not found/,
+  );
 });
 
 globalThis.addEventListener("unload", () => {
