@@ -20,7 +20,7 @@
 import { initEngine } from "../engine/device.ts";
 import { generateWorld, writeWorld } from "./world.ts";
 import { loadPairs, type PairData, pretrain, pretrainConfig } from "./pretrain.ts";
-import { type EvalReport, evaluatePretrained } from "./evaluate_pretrained.ts";
+import { DOMAIN_TEMPLATE, type EvalReport, evaluatePretrained } from "./evaluate_pretrained.ts";
 import { type Dataset, folderClassName, readDataset } from "./data.ts";
 import { exists, train, type TrainConfig } from "./train.ts";
 import { evaluateRun } from "./evaluate.ts";
@@ -47,16 +47,16 @@ export interface DefaultRunOptions {
 const PLAN: Record<string, { epochs?: number; batch?: number; options?: Record<string, unknown> }> =
   {
     zeroshot: {},
-    coop: { epochs: 10, options: { nCtx: 4 } },
+    coop: { epochs: 8, options: { nCtx: 4 } },
     cocoop: { epochs: 1, batch: 4 },
     maple: { epochs: 1 },
-    gopro: { epochs: 1, batch: 8 },
+    gopro: { epochs: 1, batch: 12 },
     "clip-adapter": { epochs: 10 },
     "tip-adapter": {},
   };
 
 const SIZES = {
-  full: { pretrainPer: 250, taskPer: 12, epochs: 2, shots: 4 },
+  full: { pretrainPer: 200, taskPer: 12, epochs: 2, shots: 4 },
   smoke: { pretrainPer: 12, taskPer: 6, epochs: 1, shots: 1 },
 };
 
@@ -336,9 +336,9 @@ async function pretrainPerDomain(
     log(
       `[${elapsed()}] the CLIP pretrained without ${target}, zero-shot on ${target}: ${
         pct(pre.zeroShot.overall.plain)
-      } ("a photo of a …"), ${pct(pre.zeroShot.overall.domain ?? NaN)} ("a ${
-        folderClassName(target)
-      } of a …"); linear probe ${pct(pre.linearProbe?.testAccuracy ?? NaN)} (chance ${
+      } ("a photo of a …"), ${pct(pre.zeroShot.overall.domain ?? NaN)} ("${
+        DOMAIN_TEMPLATE.replace("{class}", "…").replace("{domain}", folderClassName(target))
+      }"); linear probe ${pct(pre.linearProbe?.testAccuracy ?? NaN)} (chance ${
         pct(1 / ds.classnames.length)
       })`,
     );
