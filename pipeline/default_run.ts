@@ -19,7 +19,13 @@
  */
 import { initEngine } from "../engine/device.ts";
 import { generateWorld, writeWorld } from "./world.ts";
-import { loadPairs, type PairData, pretrain, pretrainConfig } from "./pretrain.ts";
+import {
+  loadPairs,
+  type PairData,
+  pretrain,
+  pretrainConfig,
+  type PretrainOptions,
+} from "./pretrain.ts";
 import { DOMAIN_TEMPLATE, type EvalReport, evaluatePretrained } from "./evaluate_pretrained.ts";
 import { type Dataset, folderClassName, readDataset } from "./data.ts";
 import { exists, train, type TrainConfig } from "./train.ts";
@@ -68,6 +74,13 @@ const SIZES = {
  */
 const WORLD_STYLE = { size: 32, snap: 8, upright: true };
 const PRETRAIN_TERSE = 1;
+/**
+ * On the world, both towers start centred and the text tower is locked for the first epoch, so
+ * that the image tower first learns to meet fixed, distinct caption features (measured in the
+ * README: linear probe 15% → 24%, recall@5 9% → 16%). Not yet measured on real datasets, so
+ * `--data` runs keep the plain start.
+ */
+const WORLD_PRETRAIN: Partial<PretrainOptions> = { centreInit: true, lockTextEpochs: 1 };
 
 export async function defaultRun(o: DefaultRunOptions = {}) {
   const log = o.log ?? console.log;
@@ -197,8 +210,10 @@ async function pretrainSmall(
   o: DefaultRunOptions,
   size: Size,
   log: (s: string) => void,
+  extra: Partial<PretrainOptions> = {},
 ) {
   await pretrain({
+    ...extra,
     data,
     out,
     vocab: o.vocab,
@@ -245,7 +260,7 @@ async function pretrainOnWorld(
   const model = `${dir}/clip-small.safetensors`;
   if (!(await exists(model))) {
     log(`[${elapsed()}] pretraining a small CLIP on ${worlds.pretrain} (cached at ${model})`);
-    await pretrainSmall(worlds.pretrain, model, o, size, log);
+    await pretrainSmall(worlds.pretrain, model, o, size, log, WORLD_PRETRAIN);
   }
   // every task-world image is unseen; half trains the linear probe, the other half is scored
   const pre = await evaluatePretrained({

@@ -298,6 +298,63 @@ export interface PretrainExtension {
 // ---------------------------------------------------------------------------------------------
 // Training
 
+/**
+ * Shifts a layer norm's bias b (followed by the projection P [W, E]) so that the mean of the
+ * features `encode` gives becomes zero: the least-norm δ with δ·P = −mean, δ = −P (PᵀP)⁻¹ meanᵀ.
+ */
+export async function centreBias(
+  model: CLIP,
+  biasName: string,
+  projName: string,
+  encode: (m: CLIP) => Tensor,
+) {
+  const f = T.scope(() => T.noGrad(() => encode(model)));
+  const [n, E] = f.shape;
+  const fv = await f.data() as Float32Array;
+  f.dispose();
+  const mean = new Float64Array(E);
+  for (let i = 0; i < n; i++) for (let k = 0; k < E; k++) mean[k] += fv[i * E + k] / n;
+  const P = await model.w(projName).data() as Float32Array, W = P.length / E;
+  // A = PᵀP (E×E), solved for y by Gauss–Jordan with partial pivoting
+  const A = new Float64Array(E * (E + 1));
+  for (let a = 0; a < E; a++) {
+    for (let b = 0; b < E; b++) {
+      let acc = 0;
+      for (let w = 0; w < W; w++) acc += P[w * E + a] * P[w * E + b];
+      A[a * (E + 1) + b] = acc;
+    }
+    A[a * (E + 1) + E] = mean[a];
+  }
+  for (let c = 0; c < E; c++) {
+    let piv = c;
+    for (let r = c + 1; r < E; r++) {
+      if (Math.abs(A[r * (E + 1) + c]) > Math.abs(A[piv * (E + 1) + c])) piv = r;
+    }
+    if (Math.abs(A[piv * (E + 1) + c]) < 1e-12) {
+      throw new Error(`pretrain: centreInit: ${projName} has rank < ${E}`);
+    }
+    for (let j = 0; j <= E; j++) {
+      const t = A[c * (E + 1) + j];
+      A[c * (E + 1) + j] = A[piv * (E + 1) + j];
+      A[piv * (E + 1) + j] = t;
+    }
+    for (let r = 0; r < E; r++) {
+      if (r === c) continue;
+      const k = A[r * (E + 1) + c] / A[c * (E + 1) + c];
+      if (k) { for (let j = c; j <= E; j++) A[r * (E + 1) + j] -= k * A[c * (E + 1) + j]; }
+    }
+  }
+  const y = Float64Array.from({ length: E }, (_, a) => A[a * (E + 1) + E] / A[a * (E + 1) + a]);
+  const bias = model.w(biasName);
+  const b = await bias.data() as Float32Array;
+  for (let w = 0; w < W; w++) {
+    let acc = 0;
+    for (let a = 0; a < E; a++) acc += P[w * E + a] * y[a];
+    b[w] -= acc;
+  }
+  T.writeTensor(bias, b);
+}
+
 export interface PretrainOptions {
   /** A dataset path (folder with captions.jsonl, zip or manifest) or loaded pairs. */
   data: string | PairData;
@@ -344,6 +401,20 @@ export interface PretrainOptions {
    * that part a usable gradient from the first steps.
    */
   logitScaleInit?: number;
+  /**
+   * Data-dependent start: set the biases of the last layer norms (`ln_final`, `visual.ln_post`)
+   * so that each tower's mean feature over the training captions (a sample of the images) is
+   * zero. At OpenAI's initialisation every caption's feature is nearly the same vector (cosine
+   * ≈ 0.99 between "a sketch of a star." and "a sketch of a heart."), so what tells pairs apart
+   * is a small part of each feature; centred, it is the whole feature. Default off.
+   */
+  centreInit?: boolean;
+  /**
+   * Epochs at the start during which the text tower is locked (not updated; LiT's locking, on the
+   * text side): its features of the captions then act as fixed targets that the image tower learns
+   * to meet before the two are trained together. Default 0.
+   */
+  lockTextEpochs?: number;
   /** Steps between progress lines (each reads back once). */
   logEvery?: number;
   /** Stop after this many steps in total (the schedule still spans all epochs). */
@@ -430,6 +501,10 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
   const embedRows = o.embedRows ?? "seen";
   const embedInitStd = o.embedInitStd ?? 0.02;
   const logitScaleInit = o.logitScaleInit ?? 1 / 0.07;
+  const lockTextEpochs = o.lockTextEpochs ?? 0;
+  if (!(Number.isInteger(lockTextEpochs) && lockTextEpochs >= 0)) {
+    throw new Error(`pretrain: lockTextEpochs must be an integer ≥ 0, got ${lockTextEpochs}`);
+  }
   if (!(logitScaleInit >= 1 && logitScaleInit <= 100)) {
     throw new Error(`pretrain: logitScaleInit must be in [1, 100], got ${logitScaleInit}`);
   }
@@ -492,6 +567,8 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
     embedRows,
     embedInitStd,
     logitScaleInit,
+    centreInit: !!o.centreInit,
+    lockTextEpochs,
   };
   const identity = {
     config,
@@ -502,6 +579,8 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
     embedRows,
     embedInitStd,
     logitScaleInit,
+    centreInit: !!o.centreInit,
+    lockTextEpochs,
     extension: ext?.name ?? null,
   };
 
@@ -542,6 +621,26 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
   if (!resumed && Math.abs(logitScaleInit - 1 / 0.07) > 1e-9) {
     T.writeTensor(model.w("logit_scale"), new Float32Array([Math.log(logitScaleInit)]));
   }
+  if (!resumed && o.centreInit) {
+    const captions = [...new Set(train.flatMap((i) => data.captions[i]))];
+    const R = config.imageResolution, per = 3 * R * R;
+    const sample = train.slice(0, 512);
+    const px = new Float32Array(sample.length * per);
+    sample.forEach((i, k) => px.set(data.pixels.subarray(i * per, (i + 1) * per), k * per));
+    await centreBias(
+      model,
+      "ln_final.bias",
+      "text_projection",
+      (m) => m.encodeText(tokenizer.tokenize(captions, ctx)),
+    );
+    await centreBias(
+      model,
+      "visual.ln_post.bias",
+      "visual.proj",
+      (m) => m.encodeImage(T.tensor(px, [sample.length, 3, R, R])).features,
+    );
+    log(`centred the features: ${captions.length} captions, ${sample.length} images`);
+  }
   let compact: Tensor | null = null;
   let unseenDecay = 1; // Π(1 − lrₜ·wd) since the full table was last written
   if (embedRows === "seen") {
@@ -555,6 +654,10 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
   const named = new Map<string, Tensor>();
   for (const [k, t] of model.trainable) if (!(compact && k === TABLE)) named.set(k, t);
   if (compact) named.set(COMPACT, compact);
+  // the text tower's parameters (locked for the first lockTextEpochs epochs)
+  const textParams = [...named].filter(([k]) =>
+    !k.startsWith("visual.") && k !== "logit_scale" && !k.startsWith("ext.")
+  ).map(([, t]) => t);
   for (const [k, t] of ext?.params ?? []) {
     if (!t.requiresGrad || t.node) {
       throw new Error(`pretrain: extension tensor ${k} is not a param()`);
@@ -847,6 +950,12 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
             let total = nce;
             for (const k of termNames) if (terms[k]) total = T.add(total, terms[k]);
             T.backward(total);
+            if (epoch < lockTextEpochs) {
+              for (const p of textParams) {
+                p.grad?.dispose();
+                p.grad = null;
+              }
+            }
             const norm = gradClip > 0
               ? T.clipGradNorm(params, gradClip)
               : T.noGrad(() => T.full([], NaN));
@@ -865,7 +974,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
             return T.noGrad(() => T.concat(row.map((t) => T.reshape(t, [1]))));
           });
           // rows that never occur only decay; applied when the table is written back
-          if (compact) unseenDecay *= 1 - lrNow * weightDecay;
+          if (compact && epoch >= lockTextEpochs) unseenDecay *= 1 - lrNow * weightDecay;
           pending.push({ t: stats, step, epoch, lr: lrNow, terms: [...termNames] });
           step++;
           intervalImages += batch;
@@ -932,7 +1041,7 @@ const USAGE = `usage: deno task pretrain --data DIR --out model.safetensors [opt
   --grad-clip X (1; 0 = off)  --seed N (0)  --holdout F (0.1)  --vocab FILE  --resume
   --image-size PX (32)  --patch PX (4)  --vision-width N (128)  --vision-layers N (4)
   --text-width N (128)  --text-layers N (4)  --context N (32)  --embed N (128)
-  --embed-rows seen|all (seen)  --embed-init-std X (0.02, OpenAI's)  --logit-scale-init X (14.3)  --log-every N (10)
+  --embed-rows seen|all (seen)  --embed-init-std X (0.02, OpenAI's)  --logit-scale-init X (14.3)  --centre-init  --lock-text-epochs N (0)  --log-every N (10)
   --max-steps N
   --proto (ProtoCLIP: InfoNCE + prototype loss from the 2nd epoch)  --proto-k N (32)
   --proto-episode PAIRS (the epoch)`;
@@ -968,6 +1077,8 @@ export async function main(args: string[]): Promise<number> {
         "embed-rows": str,
         "embed-init-std": str,
         "logit-scale-init": str,
+        "centre-init": { type: "boolean" },
+        "lock-text-epochs": str,
         "log-every": str,
         "max-steps": str,
         proto: { type: "boolean" },
@@ -1028,6 +1139,8 @@ export async function main(args: string[]): Promise<number> {
     embedRows: v["embed-rows"] as "seen" | "all" | undefined,
     embedInitStd: num("embed-init-std", false),
     logitScaleInit: num("logit-scale-init", false),
+    centreInit: v["centre-init"],
+    lockTextEpochs: num("lock-text-epochs"),
     logEvery: num("log-every"),
     maxSteps: num("max-steps"),
   };

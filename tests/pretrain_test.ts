@@ -13,6 +13,7 @@ import { readSafetensors } from "../model/safetensors.ts";
 import { Tokenizer } from "../model/tokenizer.ts";
 import { generateWorld, writeWorld, zipWorld } from "../pipeline/world.ts";
 import {
+  centreBias,
   infoNCE,
   isHeldOut,
   loadPairs,
@@ -458,4 +459,78 @@ globalThis.addEventListener("unload", () => {
   try {
     Deno.removeSync(tmp, { recursive: true });
   } catch { /* already gone */ }
+});
+
+Deno.test("centreInit: the shifted layer-norm bias makes a tower's mean feature zero", async () => {
+  const model = CLIP.random(pretrainConfig({ ...TINY, embedDim: 24 }), 3);
+  const tok = await Tokenizer.load(VOCAB);
+  const captions = [
+    "a sketch of a star",
+    "a photo of two hearts",
+    "a cartoon of a ring",
+    "an arrow",
+  ];
+  const ids = tok.tokenize(captions, model.config.contextLength);
+  const feats = async () => {
+    const f = T.noGrad(() => model.encodeText(ids));
+    const v = await f.data() as Float32Array;
+    f.dispose();
+    return v;
+  };
+  const E = 24, before = await feats();
+  const meanNorm = (v: Float32Array) => {
+    let s = 0;
+    for (let k = 0; k < E; k++) {
+      let m = 0;
+      for (let i = 0; i < captions.length; i++) m += v[i * E + k] / captions.length;
+      s += m * m;
+    }
+    return Math.sqrt(s);
+  };
+  await centreBias(model, "ln_final.bias", "text_projection", (m) => m.encodeText(ids));
+  const after = await feats();
+  assert.ok(meanNorm(before) > 0.1, `mean feature ${meanNorm(before)} already small`);
+  assert.ok(meanNorm(after) < 1e-4 * meanNorm(before), `mean feature ${meanNorm(after)} not zero`);
+  // only the mean moved: differences between captions are unchanged
+  for (let k = 0; k < E; k++) {
+    const d0 = before[k] - before[E + k], d1 = after[k] - after[E + k];
+    assert.ok(Math.abs(d0 - d1) < 1e-5, `feature ${k}: ${d0} vs ${d1}`);
+  }
+  model.dispose();
+});
+
+Deno.test("lockTextEpochs: a locked text tower keeps its initial weights while the image tower trains", async () => {
+  const out = `${tmp}/locked.safetensors`;
+  await pretrain({
+    data: pairs,
+    out,
+    vocab: VOCAB,
+    config: TINY,
+    epochs: 2,
+    batch: 18,
+    lr: 1e-3,
+    warmup: 1,
+    holdout: 0,
+    lockTextEpochs: 2,
+    log: quiet,
+  });
+  const sd = await loadStateDict(out);
+  const init = CLIP.random(pretrainConfig(TINY), 0);
+  const start = await init.stateDict();
+  let text = 0, visual = 0;
+  for (const [k, t] of start) {
+    if (k === "logit_scale") continue;
+    const same = maxRelDiff(new Map([[k, t]]), new Map([[k, sd.get(k)!]]))[0] === 0;
+    if (k.startsWith("visual.")) visual += same ? 0 : 1;
+    else {
+      assert.ok(same, `text weight ${k} moved while locked`);
+      text++;
+    }
+  }
+  assert.ok(text > 5 && visual > 5, `${text} text weights kept, ${visual} visual weights moved`);
+  init.dispose();
+  await assert.rejects(
+    () => pretrain({ data: pairs, out: `${tmp}/bad.safetensors`, lockTextEpochs: 0.5, log: quiet }),
+    /lockTextEpochs must be an integer/,
+  );
 });
