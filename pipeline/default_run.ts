@@ -97,8 +97,8 @@ export async function defaultRun(o: DefaultRunOptions = {}) {
 
   // 1–2. the task data and, per held-out domain, the small CLIP it is tested with
   const { taskData, targets, modelFor, pretrained } = o.data
-    ? await pretrainPerDomain(o, dir, size, log, elapsed)
-    : await pretrainOnWorld(o, dir, size, log, elapsed);
+    ? await pretrainPerDomain({ o, dir, size, log, elapsed })
+    : await pretrainOnWorld({ o, dir, size, log, elapsed });
 
   // 3. leave one domain out, every method and seed
   const runs: string[] = [];
@@ -180,7 +180,14 @@ export async function defaultRun(o: DefaultRunOptions = {}) {
 }
 
 type Size = typeof SIZES.full;
-type Elapsed = () => string;
+/** What the preparation stages share: the options, folder, sizes, log and clock. */
+interface RunContext {
+  o: DefaultRunOptions;
+  dir: string;
+  size: Size;
+  log: (s: string) => void;
+  elapsed: () => string;
+}
 interface Prepared {
   /** The dataset the methods train and test on. */
   taskData: string;
@@ -231,11 +238,7 @@ async function pretrainSmall(
 
 /** The synthetic worlds, one CLIP pretrained on the first, scored on the unseen second. */
 async function pretrainOnWorld(
-  o: DefaultRunOptions,
-  dir: string,
-  size: Size,
-  log: (s: string) => void,
-  elapsed: Elapsed,
+  { o, dir, size, log, elapsed }: RunContext,
 ): Promise<Prepared> {
   const worlds = { pretrain: `${dir}/world-pretrain`, task: `${dir}/world-task` };
   for (
@@ -291,11 +294,7 @@ async function pretrainOnWorld(
  * the held-out domain it never saw.
  */
 async function pretrainPerDomain(
-  o: DefaultRunOptions,
-  dir: string,
-  size: Size,
-  log: (s: string) => void,
-  elapsed: Elapsed,
+  { o, dir, size, log, elapsed }: RunContext,
 ): Promise<Prepared> {
   const ds = readDataset(o.data!);
   if (!ds.domains?.length || ds.domains.length < 2) {
