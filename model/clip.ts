@@ -169,7 +169,7 @@ export interface LoadOptions {
  * MultiheadAttention's xavier-uniform in_proj and zero in/out biases; LayerNorm 1 and 0).
  * Returns [kind, a, b]: normal(mean a, std b), uniform(a, b) or constant a.
  */
-function initOf(
+export function initOf(
   name: string,
   shape: number[],
   c: ClipConfig,

@@ -33,7 +33,7 @@ import { parseArgs } from "node:util";
 import * as T from "../engine/mod.ts";
 import type { Tensor } from "../engine/mod.ts";
 import { clampLogitScale, infoNCE, protoclipExtension } from "./protoclip.ts";
-import { CLIP, type ClipConfig, eotPositions } from "../model/clip.ts";
+import { CLIP, type ClipConfig, eotPositions, initOf } from "../model/clip.ts";
 import { findVocab, Tokenizer, VOCAB_SIZE } from "../model/tokenizer.ts";
 import { decodeImage } from "../model/image.ts";
 import { clipPreprocess } from "../model/preprocess.ts";
@@ -499,7 +499,9 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
   const betas = o.betas ?? [0.9, 0.98], eps = o.eps ?? 1e-6;
   const gradClip = o.gradClip ?? 1, logEvery = Math.max(1, o.logEvery ?? 10);
   const embedRows = o.embedRows ?? "seen";
-  const embedInitStd = o.embedInitStd ?? 0.02;
+  // OpenAI's token std, as CLIP.random draws it
+  const openaiTokenStd = initOf("token_embedding.weight", [], config)[2];
+  const embedInitStd = o.embedInitStd ?? openaiTokenStd;
   const logitScaleInit = o.logitScaleInit ?? 1 / 0.07;
   const lockTextEpochs = o.lockTextEpochs ?? 0;
   if (!(Number.isInteger(lockTextEpochs) && lockTextEpochs >= 0)) {
@@ -611,10 +613,10 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
 
   // the compact token table (embedRows "seen"): rows of the full one, trained in its place
   const fullTable = model.w(TABLE);
-  if (!resumed && embedInitStd !== 0.02) {
-    // the rows the captions use, scaled from OpenAI's 0.02 to embedInitStd
+  if (!resumed && embedInitStd !== openaiTokenStd) {
+    // the rows the captions use, scaled from OpenAI's std to embedInitStd
     const table = await fullTable.data() as Float32Array, W = config.transformerWidth;
-    const k = embedInitStd / 0.02;
+    const k = embedInitStd / openaiTokenStd;
     for (const id of seen) for (let j = id * W; j < (id + 1) * W; j++) table[j] *= k;
     T.writeTensor(fullTable, table);
   }
