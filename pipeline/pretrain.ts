@@ -415,6 +415,13 @@ export interface PretrainOptions {
    * to meet before the two are trained together. Default 0.
    */
   lockTextEpochs?: number;
+  /**
+   * Draw every batch from a single domain (style), the batches of all domains shuffled together.
+   * In a mixed batch the style alone tells most pairs apart, so InfoNCE is met by style first;
+   * within one style it needs what the captions say about the content (count, shape) from the
+   * first step. Needs domains; pairs that do not fill a domain's last batch wait for a later epoch.
+   */
+  batchByDomain?: boolean;
   /** Steps between progress lines (each reads back once). */
   logEvery?: number;
   /** Stop after this many steps in total (the schedule still spans all epochs). */
@@ -473,6 +480,38 @@ const fmtTime = (s: number) =>
     : s >= 60
     ? `${Math.floor(s / 60)}m${String(Math.floor(s % 60)).padStart(2, "0")}s`
     : `${s.toFixed(0)}s`;
+
+/**
+ * An epoch's pair order: a shuffle cut to whole batches, or with `domains`, whole batches that
+ * each hold one domain's pairs, in shuffled order.
+ */
+export function epochOrder(
+  rng: T.HostRng,
+  train: number[],
+  batch: number,
+  domains: Int32Array | null,
+): number[] {
+  const shuffled = rng.shuffle([...train]);
+  if (!domains) return shuffled.slice(0, Math.floor(shuffled.length / batch) * batch);
+  const byDomain = new Map<number, number[]>();
+  for (const i of shuffled) {
+    const list = byDomain.get(domains[i]) ?? [];
+    if (!byDomain.has(domains[i])) byDomain.set(domains[i], list);
+    list.push(i);
+  }
+  const batches: number[][] = [];
+  for (const d of [...byDomain.keys()].sort((a, b) => a - b)) {
+    const list = byDomain.get(d)!;
+    for (let s = 0; s + batch <= list.length; s += batch) batches.push(list.slice(s, s + batch));
+  }
+  return rng.shuffle(batches).flat();
+}
+
+const countBy = (xs: number[], key: (x: number) => number) => {
+  const m = new Map<number, number>();
+  for (const x of xs) m.set(key(x), (m.get(key(x)) ?? 0) + 1);
+  return [...m.values()];
+};
 
 /** The seed of epoch e's shuffle and caption draws (independent of earlier epochs: resumable). */
 const epochSeed = (seed: number, epoch: number) => (seed * 1_000_003 + epoch * 7919 + 17) % 2 ** 40;
@@ -539,7 +578,14 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
     log(`batch ${batch} exceeds the ${train.length} training pairs; using ${train.length}`);
     batch = train.length;
   }
-  const stepsPerEpoch = Math.floor(train.length / batch);
+  const batchByDomain = !!o.batchByDomain;
+  if (batchByDomain && train.some((i) => data.domains[i] < 0)) {
+    throw new Error(`pretrain: batchByDomain needs a domain for every image (${data.root})`);
+  }
+  const stepsPerEpoch = batchByDomain
+    ? countBy(train, (i) => data.domains[i]).reduce((a, n) => a + Math.floor(n / batch), 0)
+    : Math.floor(train.length / batch);
+  if (stepsPerEpoch < 1) throw new Error(`pretrain: no domain has a full batch of ${batch} pairs`);
   const totalSteps = epochs * stepsPerEpoch;
   const warmup = o.warmup ?? Math.min(2000, Math.floor(totalSteps / 10));
   const schedule = T.cosineSchedule({ baseLr: lr, totalSteps, warmupSteps: warmup });
@@ -571,6 +617,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
     logitScaleInit,
     centreInit: !!o.centreInit,
     lockTextEpochs,
+    batchByDomain,
   };
   const identity = {
     config,
@@ -583,6 +630,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
     logitScaleInit,
     centreInit: !!o.centreInit,
     lockTextEpochs,
+    batchByDomain,
     extension: ext?.name ?? null,
   };
 
@@ -896,9 +944,11 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
   trainStart = performance.now();
   try {
     for (let epoch = startEpoch; epoch < epochs && step < stopAt; epoch++) {
-      const order = T.hostRng(epochSeed(seed, epoch)).shuffle([...train]).slice(
-        0,
-        stepsPerEpoch * batch,
+      const order = epochOrder(
+        T.hostRng(epochSeed(seed, epoch)),
+        train,
+        batch,
+        batchByDomain ? data.domains : null,
       );
       const chosen = pickCaptions(epoch);
       const epSize = ext?.episodeSize
@@ -1043,7 +1093,7 @@ const USAGE = `usage: deno task pretrain --data DIR --out model.safetensors [opt
   --grad-clip X (1; 0 = off)  --seed N (0)  --holdout F (0.1)  --vocab FILE  --resume
   --image-size PX (32)  --patch PX (4)  --vision-width N (128)  --vision-layers N (4)
   --text-width N (128)  --text-layers N (4)  --context N (32)  --embed N (128)
-  --embed-rows seen|all (seen)  --embed-init-std X (0.02, OpenAI's)  --logit-scale-init X (14.3)  --centre-init  --lock-text-epochs N (0)  --log-every N (10)
+  --embed-rows seen|all (seen)  --embed-init-std X (0.02, OpenAI's)  --logit-scale-init X (14.3)  --centre-init  --lock-text-epochs N (0)  --batch-by-domain  --log-every N (10)
   --max-steps N
   --proto (ProtoCLIP: InfoNCE + prototype loss from the 2nd epoch)  --proto-k N (32)
   --proto-episode PAIRS (the epoch)`;
@@ -1081,6 +1131,7 @@ export async function main(args: string[]): Promise<number> {
         "logit-scale-init": str,
         "centre-init": { type: "boolean" },
         "lock-text-epochs": str,
+        "batch-by-domain": { type: "boolean" },
         "log-every": str,
         "max-steps": str,
         proto: { type: "boolean" },
@@ -1143,6 +1194,7 @@ export async function main(args: string[]): Promise<number> {
     logitScaleInit: num("logit-scale-init", false),
     centreInit: v["centre-init"],
     lockTextEpochs: num("lock-text-epochs"),
+    batchByDomain: !!v["batch-by-domain"],
     logEvery: num("log-every"),
     maxSteps: num("max-steps"),
   };

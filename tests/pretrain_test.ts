@@ -14,6 +14,7 @@ import { Tokenizer } from "../model/tokenizer.ts";
 import { generateWorld, writeWorld, zipWorld } from "../pipeline/world.ts";
 import {
   centreBias,
+  epochOrder,
   infoNCE,
   isHeldOut,
   loadPairs,
@@ -514,5 +515,35 @@ Deno.test("lockTextEpochs: a locked text tower keeps its initial weights while t
   await assert.rejects(
     () => pretrain({ data: pairs, out: `${tmp}/bad.safetensors`, lockTextEpochs: 0.5, log: quiet }),
     /lockTextEpochs must be an integer/,
+  );
+});
+
+Deno.test("batchByDomain: every batch holds one domain; whole batches, no pair twice, seeded", async () => {
+  const train = Array.from({ length: 70 }, (_, i) => i);
+  const domains = Int32Array.from(train, (i) => (i * 7) % 3); // 24, 23 and 23 pairs
+  const order = epochOrder(T.hostRng(5), train, 8, domains);
+  assert.equal(order.length, 8 * (3 + 2 + 2));
+  assert.equal(new Set(order).size, order.length);
+  for (let b = 0; b < order.length; b += 8) {
+    const ds = new Set(order.slice(b, b + 8).map((i) => domains[i]));
+    assert.equal(ds.size, 1, `batch ${b / 8} mixes domains ${[...ds]}`);
+  }
+  // the batches of different domains are interleaved, not in domain order
+  const firsts = Array.from({ length: 7 }, (_, b) => domains[order[8 * b]]);
+  assert.notDeepEqual(firsts, [...firsts].sort());
+  assert.deepEqual(epochOrder(T.hostRng(5), train, 8, domains), order);
+  // without domains: the plain shuffle, cut to whole batches
+  assert.deepEqual(
+    epochOrder(T.hostRng(5), train, 8, null),
+    T.hostRng(5).shuffle([...train]).slice(0, 64),
+  );
+  // a run with it trains, and refuses data without domains
+  const out = `${tmp}/bydomain.safetensors`;
+  const r = await pretrainTiny({ out, batchByDomain: true });
+  assert.equal(r.steps, 4); // 2 epochs × one batch of 18 per domain
+  const noDomains = { ...pairs, domains: new Int32Array(pairs.domains.length).fill(-1) };
+  await assert.rejects(
+    () => pretrainTiny({ data: noDomains, out: `${tmp}/bad.safetensors`, batchByDomain: true }),
+    /batchByDomain needs a domain/,
   );
 });
