@@ -23,6 +23,8 @@ export interface DataSpec {
   seed: number;
   shots?: number;
   target?: string;
+  /** dg: the fraction of each source domain's class held out for validation (default 0.1). */
+  valFraction?: number;
 }
 
 /** load: the dataset and its split, with every bad flag caught before any work. */
@@ -53,6 +55,7 @@ export function loadData(spec: DataSpec): { dataset: Dataset; split: Split } {
         target: spec.target,
         seed: spec.seed,
         shots: spec.shots,
+        valFraction: spec.valFraction,
       }),
     };
   }

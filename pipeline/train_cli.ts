@@ -9,7 +9,7 @@ import { defaultRun } from "./default_run.ts";
 
 const USAGE =
   `usage: deno task train --method NAME --model FILE|NAME [--vocab FILE] --data DIR|ZIP|CSV
-       --protocol fewshot|base2new|dg [--shots 16] [--seed 1] [--target DOMAIN] [--epochs N]
+       --protocol fewshot|base2new|dg [--shots 16] [--seed 1] [--target DOMAIN] [--val-fraction 0.1] [--epochs N]
        [--batch N] [--lr X] [--select last|val] [--opt key=value]... --out runs/NAME [--resume] [--dry-run]
 methods: ${Object.keys(METHODS).join(", ")}`;
 
@@ -30,6 +30,7 @@ export function parseTrainArgs(args: string[]): TrainConfig {
       data: { type: "string" },
       protocol: { type: "string", default: "fewshot" },
       shots: { type: "string" },
+      "val-fraction": { type: "string" },
       seed: { type: "string", default: "1" },
       target: { type: "string" },
       epochs: { type: "string" },
@@ -74,6 +75,7 @@ export function parseTrainArgs(args: string[]): TrainConfig {
     shots: num("shots", values.shots),
     seed: num("seed", values.seed)!,
     target: values.target,
+    valFraction: num("val-fraction", values["val-fraction"], false),
     epochs: num("epochs", values.epochs),
     batch: num("batch", values.batch),
     lr: num("lr", values.lr, false),

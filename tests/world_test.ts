@@ -418,3 +418,26 @@ Deno.test("world: snap, upright and terse change only what they name; defaults k
   assert.throws(() => generateWorld({ ...o, snap: 64 }), /snap must be an integer in 0\.\.32/);
   assert.throws(() => generateWorld({ ...o, terse: 1.5 }), /terse must be in 0\.\.1/);
 });
+
+Deno.test("train: --val-fraction reaches the leave-one-domain-out split", async () => {
+  const { parseTrainArgs } = await import("../pipeline/train_cli.ts");
+  const { loadData } = await import("../pipeline/stages.ts");
+  const dir = tmp();
+  writeWorld(
+    dir,
+    generateWorld({ seed: 4, size: 16, perClassPerDomain: 8, classes: ["ring", "star"] }),
+  );
+  const args = (extra: string[]) =>
+    parseTrainArgs([
+      ...["--method", "zeroshot", "--model", "m.pt", "--data", dir, "--out", "o"],
+      ...["--protocol", "dg", "--target", "sketch", "--seed", "1", "--shots", "2", ...extra],
+    ]);
+  const half = args(["--val-fraction", "0.5"]);
+  assert.equal(half.valFraction, 0.5);
+  // 3 source domains × 2 classes × 8 images: 4 of each 8 for validation, 2 shots from the rest
+  const s = loadData(half).split;
+  assert.equal(s.val.length, 3 * 2 * 4);
+  assert.equal(s.train.length, 3 * 2 * 2);
+  assert.equal(loadData(args([])).split.val.length, 3 * 2 * 1); // default 10%: round(0.8) = 1
+  assert.throws(() => args(["--val-fraction", "x"]), /--val-fraction: expected a number/);
+});
