@@ -40,6 +40,16 @@ Deno.test("the default run (--smoke) generates, pretrains, trains every method p
   }
   const report = JSON.parse(await Deno.readTextFile(`${dir}/report/report.json`));
   assert.equal(report.runs.length, 28);
+  // the world's CLIP was pretrained with the world's settings (pipeline/default_run.ts)
+  const { readSafetensors } = await import("../model/safetensors.ts");
+  const st = await readSafetensors(`${dir}/clip-small.safetensors`);
+  const meta = JSON.parse(st.metadata["clipkit.pretrain"]);
+  assert.equal(meta.config.contextLength, 12);
+  assert.equal(meta.config.transformerLayers, 1);
+  assert.deepEqual(
+    [meta.hyper.batchByDomain, meta.hyper.centreInit, meta.hyper.lockTextEpochs],
+    [true, true, 1],
+  );
   // a second call finds everything cached and redoes nothing
   const t0 = performance.now();
   console.log = () => {};
