@@ -495,9 +495,8 @@ export function epochOrder(
   if (!domains) return shuffled.slice(0, Math.floor(shuffled.length / batch) * batch);
   const byDomain = new Map<number, number[]>();
   for (const i of shuffled) {
-    const list = byDomain.get(domains[i]) ?? [];
-    if (!byDomain.has(domains[i])) byDomain.set(domains[i], list);
-    list.push(i);
+    if (!byDomain.has(domains[i])) byDomain.set(domains[i], []);
+    byDomain.get(domains[i])!.push(i);
   }
   const batches: number[][] = [];
   for (const d of [...byDomain.keys()].sort((a, b) => a - b)) {
@@ -506,12 +505,6 @@ export function epochOrder(
   }
   return rng.shuffle(batches).flat();
 }
-
-const countBy = (xs: number[], key: (x: number) => number) => {
-  const m = new Map<number, number>();
-  for (const x of xs) m.set(key(x), (m.get(key(x)) ?? 0) + 1);
-  return [...m.values()];
-};
 
 /** The seed of epoch e's shuffle and caption draws (independent of earlier epochs: resumable). */
 const epochSeed = (seed: number, epoch: number) => (seed * 1_000_003 + epoch * 7919 + 17) % 2 ** 40;
@@ -582,9 +575,9 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
   if (batchByDomain && train.some((i) => data.domains[i] < 0)) {
     throw new Error(`pretrain: batchByDomain needs a domain for every image (${data.root})`);
   }
-  const stepsPerEpoch = batchByDomain
-    ? countBy(train, (i) => data.domains[i]).reduce((a, n) => a + Math.floor(n / batch), 0)
-    : Math.floor(train.length / batch);
+  const batchDomains = batchByDomain ? data.domains : null;
+  // every epoch's order has the same length, whatever its shuffle
+  const stepsPerEpoch = epochOrder(T.hostRng(0), train, batch, batchDomains).length / batch;
   if (stepsPerEpoch < 1) throw new Error(`pretrain: no domain has a full batch of ${batch} pairs`);
   const totalSteps = epochs * stepsPerEpoch;
   const warmup = o.warmup ?? Math.min(2000, Math.floor(totalSteps / 10));
@@ -948,7 +941,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
         T.hostRng(epochSeed(seed, epoch)),
         train,
         batch,
-        batchByDomain ? data.domains : null,
+        batchDomains,
       );
       const chosen = pickCaptions(epoch);
       const epSize = ext?.episodeSize
