@@ -355,6 +355,9 @@ export async function centreBias(
   T.writeTensor(bias, b);
 }
 
+export type Positives = "pair" | "class";
+export const POSITIVES: readonly Positives[] = ["pair", "class"];
+
 export interface PretrainOptions {
   /** A dataset path (folder with captions.jsonl, zip or manifest) or loaded pairs. */
   data: string | PairData;
@@ -422,6 +425,20 @@ export interface PretrainOptions {
    * first step. Needs domains; pairs that do not fill a domain's last batch wait for a later epoch.
    */
   batchByDomain?: boolean;
+  /**
+   * Which pairs of a batch InfoNCE counts as positives of each other: "pair" (CLIP: only the
+   * matching caption) or "class" (every pair of the same class label, UniCL's image-text-label
+   * target), so that "two stars in a sketch" and "a sketch of a star" are not pushed apart as
+   * negatives. Identical caption strings need no option: their features are tied, and the loss
+   * and its gradients are then the same whichever of them is the target. Default "pair".
+   */
+  positives?: Positives;
+  /**
+   * The text tower's learning rate relative to the schedule's (default 1). With the small CLIP's
+   * token rows at std 1, the text tower trained at the image tower's rate can collapse: every
+   * caption's feature nearly the same, the loss at ln B and the gradient gone (measured: README).
+   */
+  textLrScale?: number;
   /** Steps between progress lines (each reads back once). */
   logEvery?: number;
   /** Stop after this many steps in total (the schedule still spans all epochs). */
@@ -519,6 +536,8 @@ function f32Weight(a: Float32Array, shape: number[]): HostWeight {
 interface Group {
   opt: T.AdamW;
   names: string[];
+  /** Its learning rate relative to the schedule's. */
+  lrScale: number;
 }
 
 /** Trains a CLIP from scratch; see the module comment. */
@@ -536,6 +555,8 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
   const embedInitStd = o.embedInitStd ?? openaiTokenStd;
   const logitScaleInit = o.logitScaleInit ?? 1 / 0.07;
   const lockTextEpochs = o.lockTextEpochs ?? 0;
+  const textLrScale = o.textLrScale ?? 1;
+  if (!(textLrScale > 0)) throw new Error(`pretrain: textLrScale must be > 0, got ${textLrScale}`);
   if (!(Number.isInteger(lockTextEpochs) && lockTextEpochs >= 0)) {
     throw new Error(`pretrain: lockTextEpochs must be an integer ≥ 0, got ${lockTextEpochs}`);
   }
@@ -576,6 +597,10 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
     throw new Error(`pretrain: batchByDomain needs a domain for every image (${data.root})`);
   }
   const batchDomains = batchByDomain ? data.domains : null;
+  const positives = o.positives ?? "pair";
+  if (!POSITIVES.includes(positives)) {
+    throw new Error(`pretrain: positives must be one of ${POSITIVES.join(", ")}, got ${positives}`);
+  }
   // every epoch's order has the same length, whatever its shuffle
   const stepsPerEpoch = epochOrder(T.hostRng(0), train, batch, batchDomains).length / batch;
   if (stepsPerEpoch < 1) throw new Error(`pretrain: no domain has a full batch of ${batch} pairs`);
@@ -611,6 +636,8 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
     centreInit: !!o.centreInit,
     lockTextEpochs,
     batchByDomain,
+    positives,
+    textLrScale,
   };
   const identity = {
     config,
@@ -624,6 +651,9 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
     centreInit: !!o.centreInit,
     lockTextEpochs,
     batchByDomain,
+    // absent when "pair", so that states written before the option still resume
+    ...(positives !== "pair" ? { positives } : {}),
+    ...(textLrScale !== 1 ? { textLrScale } : {}),
     extension: ext?.name ?? null,
   };
 
@@ -708,18 +738,26 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
     named.set(`ext.${k}`, t);
   }
   const groups: Group[] = [];
+  const isText = new Set(textParams);
+  // the text tower gets groups of its own only when its learning rate differs
+  const towers = textLrScale === 1 ? [null] : [false, true];
   for (const decay of [true, false]) {
-    const names = [...named.keys()].filter((k) => (named.get(k)!.rank >= 2) === decay);
-    if (!names.length) continue;
-    groups.push({
-      opt: new T.AdamW(names.map((k) => named.get(k)!), {
-        lr,
-        betas,
-        eps,
-        weightDecay: decay ? weightDecay : 0,
-      }),
-      names,
-    });
+    for (const text of towers) {
+      const names = [...named.keys()].filter((k) =>
+        (named.get(k)!.rank >= 2) === decay && (text === null || isText.has(named.get(k)!) === text)
+      );
+      if (!names.length) continue;
+      groups.push({
+        opt: new T.AdamW(names.map((k) => named.get(k)!), {
+          lr,
+          betas,
+          eps,
+          weightDecay: decay ? weightDecay : 0,
+        }),
+        names,
+        lrScale: text ? textLrScale : 1,
+      });
+    }
   }
   const params = [...named.values()];
   const release = (all: boolean) => {
@@ -802,6 +840,9 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
       eot: T.tensor(pos, [n], "i32"),
     };
   };
+  /** The group id of each pair of a batch (see PretrainOptions.positives); none for "pair". */
+  const groupsOf = (idx: ArrayLike<number>) =>
+    positives === "class" ? Int32Array.from(idx, (i) => data.labels[i]) : undefined;
   const table = () => compact ?? fullTable;
   const forward = (inp: ReturnType<typeof batchInputs>) => ({
     image: model.encodeImage(inp.pixels).features,
@@ -981,7 +1022,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
           const stats = T.scope(() => {
             const f = forward(batchInputs(idx, chosen));
             const scale = T.exp(logitScale);
-            const nce = infoNCE(f.image, f.text, logitScale);
+            const nce = infoNCE(f.image, f.text, logitScale, { positives: groupsOf(idx) });
             const terms = ext?.loss?.({
               model,
               image: f.image,
@@ -1004,7 +1045,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
             const norm = gradClip > 0
               ? T.clipGradNorm(params, gradClip)
               : T.noGrad(() => T.full([], NaN));
-            for (const g of groups) g.opt.setLr(lrNow);
+            for (const g of groups) g.opt.setLr(lrNow * g.lrScale);
             for (const g of groups) g.opt.step();
             for (const g of groups) g.opt.zeroGrad();
             clampLogitScale(logitScale); // into [0, ln 100], OpenCLIP's rule
@@ -1086,7 +1127,8 @@ const USAGE = `usage: deno task pretrain --data DIR --out model.safetensors [opt
   --grad-clip X (1; 0 = off)  --seed N (0)  --holdout F (0.1)  --vocab FILE  --resume
   --image-size PX (32)  --patch PX (4)  --vision-width N (128)  --vision-layers N (4)
   --text-width N (128)  --text-layers N (4)  --context N (32)  --embed N (128)
-  --embed-rows seen|all (seen)  --embed-init-std X (0.02, OpenAI's)  --logit-scale-init X (14.3)  --centre-init  --lock-text-epochs N (0)  --batch-by-domain  --log-every N (10)
+  --embed-rows seen|all (seen)  --embed-init-std X (0.02, OpenAI's)  --logit-scale-init X (14.3)  --centre-init  --lock-text-epochs N (0)  --batch-by-domain
+  --positives pair|class (pair)  --text-lr-scale X (1)  --log-every N (10)
   --max-steps N
   --proto (ProtoCLIP: InfoNCE + prototype loss from the 2nd epoch)  --proto-k N (32)
   --proto-episode PAIRS (the epoch)`;
@@ -1125,6 +1167,8 @@ export async function main(args: string[]): Promise<number> {
         "centre-init": { type: "boolean" },
         "lock-text-epochs": str,
         "batch-by-domain": { type: "boolean" },
+        positives: str,
+        "text-lr-scale": str,
         "log-every": str,
         "max-steps": str,
         proto: { type: "boolean" },
@@ -1188,6 +1232,8 @@ export async function main(args: string[]): Promise<number> {
     centreInit: v["centre-init"],
     lockTextEpochs: num("lock-text-epochs"),
     batchByDomain: !!v["batch-by-domain"],
+    positives: v.positives as Positives | undefined,
+    textLrScale: num("text-lr-scale", false),
     logEvery: num("log-every"),
     maxSteps: num("max-steps"),
   };

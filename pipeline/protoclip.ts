@@ -242,12 +242,17 @@ function pairOf(op: string, a: Tensor, b: Tensor, an: string, bn: string) {
  * CLIP's loss: symmetric cross-entropy of exp(logitScale)·cos(img_i, txt_j) over the batch, the
  * matching pair the target, image→text and text→image averaged. logitScale is the log-scale
  * parameter (shape [] or [1]), capped at ln 100. `normalize: false` when the features already are.
+ *
+ * `positives`: a group id per pair (a class label, say); pairs of one group are positives of each
+ * other, the target of row i uniform over its group (UniCL's image-text-label target). All ids
+ * distinct is plain InfoNCE.
  */
 export function infoNCE(
   img: Tensor,
   txt: Tensor,
   logitScale: Tensor,
-  { normalize: norm = true }: { normalize?: boolean } = {},
+  { normalize: norm = true, positives }: { normalize?: boolean; positives?: ArrayLike<number> } =
+    {},
 ): Tensor {
   const op = "infoNCE";
   pairOf(op, img, txt, "img", "txt");
@@ -259,10 +264,31 @@ export function infoNCE(
   }
   oneElement(op, logitScale, "logitScale");
   const B = img.shape[0];
+  if (positives && positives.length !== B) {
+    throw new EngineError(op, `positives has ${positives.length} group ids for a batch of ${B}`);
+  }
   const a = norm ? normalize(img) : img, b = norm ? normalize(txt) : txt;
   const logits = mul(matmul(a, b, { transB: true }), logitScaleValue(logitScale));
-  const labels = Int32Array.from({ length: B }, (_, i) => i);
+  const target = positives ? groupTargets(positives) : null;
+  const labels = target ?? Int32Array.from({ length: B }, (_, i) => i);
+  // the group target is symmetric, so it serves both directions
   return affine(add(crossEntropy(logits, labels), crossEntropy(transpose(logits), labels)), 0.5, 0);
+}
+
+/**
+ * The soft target [B, B] of group ids: row i uniform over the pairs of i's group; null when every
+ * id is distinct (then the diagonal is the target).
+ */
+export function groupTargets(groups: ArrayLike<number>): Tensor | null {
+  const B = groups.length, size = new Map<number, number>();
+  for (let i = 0; i < B; i++) size.set(groups[i], (size.get(groups[i]) ?? 0) + 1);
+  if (size.size === B) return null;
+  const t = new Float32Array(B * B);
+  for (let i = 0; i < B; i++) {
+    const w = 1 / size.get(groups[i])!;
+    for (let j = 0; j < B; j++) if (groups[j] === groups[i]) t[i * B + j] = w;
+  }
+  return tensor(t, [B, B]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -837,12 +863,19 @@ export function cpuInfoNCE(
   txt: HostTensor,
   logitScale: number,
   normalise = true,
+  positives?: ArrayLike<number>,
 ): number {
   const a = rows(img, normalise), b = rows(txt, normalise);
   const s = cap(logitScale);
   const L = a.map((x) => b.map((y) => s * dot(x, y)));
   const Lt = b.map((_, j) => a.map((_, i) => L[i][j]));
-  const I = oneHot(a.map((_, i) => i), a.length);
+  // the target of row i: uniform over the pairs sharing its group (each pair its own group)
+  const g = positives ?? a.map((_, i) => i);
+  const I = a.map((_, i) => {
+    const same = a.map((_, j): number => (g[j] === g[i] ? 1 : 0));
+    const n = same.reduce((x, y) => x + y, 0);
+    return same.map((v) => v / n);
+  });
   return 0.5 * (cpuCrossEntropy(L, I) + cpuCrossEntropy(Lt, I));
 }
 

@@ -5,7 +5,7 @@
  * through the normal reader with identical outputs), the compact token table against the full one,
  * resuming, and the evaluation of a pretrained model.
  */
-import { assert, rng, setup, T } from "./util.ts";
+import { assert, assertClose, rng, setup, T } from "./util.ts";
 import { CLIP, type ClipConfig, expectedShapes, inferConfig } from "../model/clip.ts";
 import { loadStateDict, type StateDict, toFloat32 } from "../model/weights.ts";
 import { loadClipStateDict } from "../model/hf.ts";
@@ -19,6 +19,7 @@ import {
   isHeldOut,
   loadPairs,
   type PairData,
+  type Positives,
   pretrain,
   pretrainConfig,
   type PretrainOptions,
@@ -515,6 +516,71 @@ Deno.test("lockTextEpochs: a locked text tower keeps its initial weights while t
   await assert.rejects(
     () => pretrain({ data: pairs, out: `${tmp}/bad.safetensors`, lockTextEpochs: 0.5, log: quiet }),
     /lockTextEpochs must be an integer/,
+  );
+});
+
+Deno.test("textLrScale: the text tower moves at its own fraction of the learning rate", async () => {
+  const start = CLIP.random(pretrainConfig(TINY), 0);
+  const init = await start.stateDict();
+  start.dispose();
+  const moved = async (textLrScale: number) => {
+    const out = `${tmp}/textlr_${textLrScale}.safetensors`;
+    await pretrainTiny({ out, textLrScale });
+    const sd = await loadStateDict(out);
+    let text = 0, visual = 0;
+    for (const [k, t] of init) {
+      if (k === "logit_scale" || k === "token_embedding.weight") continue;
+      const a = toFloat32(t), b = toFloat32(sd.get(k)!);
+      let d = 0;
+      for (let i = 0; i < a.length; i++) d = Math.max(d, Math.abs(a[i] - b[i]));
+      if (k.startsWith("visual.")) visual = Math.max(visual, d);
+      else text = Math.max(text, d);
+    }
+    return { text, visual };
+  };
+  const full = await moved(1), tenth = await moved(0.1);
+  // Adam's steps scale with the learning rate, whatever the gradients
+  const ratio = tenth.text / full.text;
+  assert.ok(ratio > 0.05 && ratio < 0.2, `text moved ${tenth.text} against ${full.text}`);
+  assert.ok(
+    tenth.visual > 0.5 * full.visual,
+    `visual moved ${tenth.visual} against ${full.visual}`,
+  );
+  await assert.rejects(
+    () => pretrainTiny({ out: `${tmp}/bad.safetensors`, textLrScale: 0 }),
+    /textLrScale must be > 0/,
+  );
+});
+
+Deno.test('positives "class": pairs of a class are targets together; with one caption per class it is plain InfoNCE', async () => {
+  const losses = async (data: PairData, positives: Positives, name: string) => {
+    // spread logits from the start (at OpenAI's start all features are parallel, and every
+    // target gives nearly ln B)
+    const r = await pretrainTiny({
+      data,
+      out: `${tmp}/pos_${name}.safetensors`,
+      positives,
+      centreInit: true,
+      logitScaleInit: 100,
+      embedInitStd: 1,
+    });
+    return r.history.map((h) => h.loss);
+  };
+  // the world's captions vary within a class: the class target changes the training
+  const cls = await losses(pairs, "class", "class"), pair = await losses(pairs, "pair", "pair");
+  assert.equal(cls.length, pair.length);
+  assert.ok(cls.some((l, i) => Math.abs(l - pair[i]) > 0.05 * pair[i]), `${cls} vs ${pair}`);
+  // one caption per class: its features are tied, so the class target gives CLIP's loss itself
+  const oneCaption = {
+    ...pairs,
+    captions: Array.from(pairs.labels, (l) => [`a photo of a ${pairs.classnames[l]}.`]),
+  };
+  const a = await losses(oneCaption, "class", "one_class"),
+    b = await losses(oneCaption, "pair", "one_pair");
+  assertClose(a, b, { rtol: 1e-4, msg: "tied captions" });
+  await assert.rejects(
+    () => pretrainTiny({ out: `${tmp}/bad.safetensors`, positives: "caption" as Positives }),
+    /positives must be one of pair, class/,
   );
 });
 

@@ -28,6 +28,7 @@ import {
   episodeTargets,
   externalLoss,
   externalPrototypes,
+  groupTargets,
   infoNCE,
   logitScaleValue,
   ProjectionHead,
@@ -91,6 +92,33 @@ Deno.test("infoNCE matches the reference, forward and gradients", async () => {
     ([a, b, s]) => lossHost(cpuInfoNCE(a, b, s.data[0])),
     [img, txt, scalarHost(1.1)],
     { msg: "infoNCE" },
+  );
+});
+
+Deno.test("infoNCE with positives: pairs of one group are each other's targets", async () => {
+  const img = randHost([6, 4], 31), txt = randHost([6, 4], 32);
+  const groups = [0, 3, 0, 1, 3, 0];
+  assert.equal(groupTargets([4, 1, 2]), null); // all distinct: the diagonal
+  await T.scopeAsync(async () => {
+    const t = await download(groupTargets(groups)!);
+    assertClose(Array.from(t.data.slice(0, 6)), [1 / 3, 0, 1 / 3, 0, 0, 1 / 3], { rtol: 1e-6 });
+    assertClose(Array.from(t.data.slice(6, 12)), [0, 0.5, 0, 0, 0.5, 0], { rtol: 1e-6 });
+    const s = upload(scalarHost(1.7));
+    const got = await infoNCE(upload(img), upload(txt), s, { positives: groups }).item();
+    assertClose([got], [cpuInfoNCE(img, txt, 1.7, true, groups)], { rtol: 1e-5, msg: "groups" });
+    // distinct ids are plain InfoNCE; shared ones change the loss
+    const plain = await infoNCE(upload(img), upload(txt), s).item();
+    const distinct = await infoNCE(upload(img), upload(txt), s, { positives: [5, 4, 3, 2, 1, 0] })
+      .item();
+    assertClose([distinct], [plain], { rtol: 1e-6, msg: "distinct ids" });
+    assert.ok(Math.abs(got - plain) > 1e-3, `${got} vs ${plain}`);
+    assert.throws(() => infoNCE(upload(img), upload(txt), s, { positives: [0, 1] }), /2 group ids/);
+  });
+  await gradCheck(
+    ([a, b, s]) => infoNCE(a, b, s, { positives: groups }),
+    ([a, b, s]) => lossHost(cpuInfoNCE(a, b, s.data[0], true, groups)),
+    [img, txt, scalarHost(1.1)],
+    { msg: "infoNCE positives" },
   );
 });
 
