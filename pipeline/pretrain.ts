@@ -355,6 +355,9 @@ export async function centreBias(
   T.writeTensor(bias, b);
 }
 
+/** What centreInit averages over: at most this many unique captions and images, in chunks. */
+const CENTRE_SAMPLE = { captions: 4096, images: 512, chunk: 256 };
+
 export type Positives = "pair" | "class";
 export const POSITIVES: readonly Positives[] = ["pair", "class"];
 
@@ -695,22 +698,47 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
     T.writeTensor(model.w("logit_scale"), new Float32Array([Math.log(logitScaleInit)]));
   }
   if (!resumed && o.centreInit) {
-    const captions = [...new Set(train.flatMap((i) => data.captions[i]))];
+    // a spread sample of the unique captions and the first images, encoded in chunks so that
+    // the activations of a large caption set never sit in memory at once
+    const unique = [...new Set(train.flatMap((i) => data.captions[i]))];
+    const captions = unique.length <= CENTRE_SAMPLE.captions ? unique : Array.from(
+      { length: CENTRE_SAMPLE.captions },
+      (_, k) => unique[Math.floor((k * unique.length) / CENTRE_SAMPLE.captions)],
+    );
     const R = config.imageResolution, per = 3 * R * R;
-    const sample = train.slice(0, 512);
-    const px = new Float32Array(sample.length * per);
-    sample.forEach((i, k) => px.set(data.pixels.subarray(i * per, (i + 1) * per), k * per));
+    const sample = train.slice(0, CENTRE_SAMPLE.images);
+    const chunked = (n: number, f: (s: number, e: number) => Tensor) => {
+      const parts: Tensor[] = [];
+      for (let s = 0; s < n; s += CENTRE_SAMPLE.chunk) {
+        parts.push(T.scope(() => T.noGrad(() => f(s, Math.min(n, s + CENTRE_SAMPLE.chunk)))));
+      }
+      const all = T.concat(parts);
+      parts.forEach((t) => t.dispose());
+      return all;
+    };
     await centreBias(
       model,
       "ln_final.bias",
       "text_projection",
-      (m) => m.encodeText(tokenizer.tokenize(captions, ctx)),
+      (m) =>
+        chunked(
+          captions.length,
+          (s, e) => m.encodeText(tokenizer.tokenize(captions.slice(s, e), ctx)),
+        ),
     );
     await centreBias(
       model,
       "visual.ln_post.bias",
       "visual.proj",
-      (m) => m.encodeImage(T.tensor(px, [sample.length, 3, R, R])).features,
+      (m) =>
+        chunked(sample.length, (s, e) => {
+          const px = new Float32Array((e - s) * per);
+          for (let k = s; k < e; k++) {
+            const i = sample[k];
+            px.set(data.pixels.subarray(i * per, (i + 1) * per), (k - s) * per);
+          }
+          return m.encodeImage(T.tensor(px, [e - s, 3, R, R])).features;
+        }),
     );
     log(`centred the features: ${captions.length} captions, ${sample.length} images`);
   }
