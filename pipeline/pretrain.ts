@@ -442,6 +442,13 @@ export interface PretrainOptions {
    * caption's feature nearly the same, the loss at ln B and the gradient gone (measured: README).
    */
   textLrScale?: number;
+  /**
+   * Steps over which the text tower's learning rate ramps linearly from 0 once lockTextEpochs
+   * end (default 0: it starts at the full rate). Adam's first steps move every weight by about the
+   * learning rate whatever its gradient, and a text tower released at the peak rate can collapse
+   * in a few dozen steps (measured: README).
+   */
+  unlockWarmup?: number;
   /** Steps between progress lines (each reads back once). */
   logEvery?: number;
   /** Stop after this many steps in total (the schedule still spans all epochs). */
@@ -539,8 +546,8 @@ function f32Weight(a: Float32Array, shape: number[]): HostWeight {
 interface Group {
   opt: T.AdamW;
   names: string[];
-  /** Its learning rate relative to the schedule's. */
-  lrScale: number;
+  /** The text tower's (its learning rate follows textRate), or null: every parameter's. */
+  text: boolean | null;
 }
 
 /** Trains a CLIP from scratch; see the module comment. */
@@ -560,6 +567,10 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
   const lockTextEpochs = o.lockTextEpochs ?? 0;
   const textLrScale = o.textLrScale ?? 1;
   if (!(textLrScale > 0)) throw new Error(`pretrain: textLrScale must be > 0, got ${textLrScale}`);
+  const unlockWarmup = o.unlockWarmup ?? 0;
+  if (!(Number.isInteger(unlockWarmup) && unlockWarmup >= 0)) {
+    throw new Error(`pretrain: unlockWarmup must be an integer ≥ 0, got ${unlockWarmup}`);
+  }
   if (!(Number.isInteger(lockTextEpochs) && lockTextEpochs >= 0)) {
     throw new Error(`pretrain: lockTextEpochs must be an integer ≥ 0, got ${lockTextEpochs}`);
   }
@@ -641,6 +652,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
     batchByDomain,
     positives,
     textLrScale,
+    unlockWarmup,
   };
   const identity = {
     config,
@@ -657,6 +669,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
     // absent when "pair", so that states written before the option still resume
     ...(positives !== "pair" ? { positives } : {}),
     ...(textLrScale !== 1 ? { textLrScale } : {}),
+    ...(unlockWarmup ? { unlockWarmup } : {}),
     extension: ext?.name ?? null,
   };
 
@@ -768,7 +781,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
   const groups: Group[] = [];
   const isText = new Set(textParams);
   // the text tower gets groups of its own only when its learning rate differs
-  const towers = textLrScale === 1 ? [null] : [false, true];
+  const towers = textLrScale === 1 && !unlockWarmup ? [null] : [false, true];
   for (const decay of [true, false]) {
     for (const text of towers) {
       const names = [...named.keys()].filter((k) =>
@@ -783,11 +796,17 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
           weightDecay: decay ? weightDecay : 0,
         }),
         names,
-        lrScale: text ? textLrScale : 1,
+        text,
       });
     }
   }
   const params = [...named.values()];
+  /** The text tower's learning rate relative to the schedule's at a step (0 while locked). */
+  const unlockStep = lockTextEpochs * stepsPerEpoch;
+  const textRate = (step: number) =>
+    step < unlockStep
+      ? 0
+      : textLrScale * (unlockWarmup ? Math.min(1, (step - unlockStep + 1) / unlockWarmup) : 1);
   const release = (all: boolean) => {
     compact?.dispose();
     for (const g of groups) g.opt.dispose();
@@ -1073,7 +1092,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
             const norm = gradClip > 0
               ? T.clipGradNorm(params, gradClip)
               : T.noGrad(() => T.full([], NaN));
-            for (const g of groups) g.opt.setLr(lrNow * g.lrScale);
+            for (const g of groups) g.opt.setLr(lrNow * (g.text ? textRate(step) : 1));
             for (const g of groups) g.opt.step();
             for (const g of groups) g.opt.zeroGrad();
             clampLogitScale(logitScale); // into [0, ln 100], OpenCLIP's rule
@@ -1088,7 +1107,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
             return T.noGrad(() => T.concat(row.map((t) => T.reshape(t, [1]))));
           });
           // rows that never occur only decay; applied when the table is written back
-          if (compact && epoch >= lockTextEpochs) unseenDecay *= 1 - lrNow * weightDecay;
+          if (compact) unseenDecay *= 1 - lrNow * textRate(step) * weightDecay;
           pending.push({ t: stats, step, epoch, lr: lrNow, terms: [...termNames] });
           step++;
           intervalImages += batch;
@@ -1156,7 +1175,7 @@ const USAGE = `usage: deno task pretrain --data DIR --out model.safetensors [opt
   --image-size PX (32)  --patch PX (4)  --vision-width N (128)  --vision-layers N (4)
   --text-width N (128)  --text-layers N (4)  --context N (32)  --embed N (128)
   --embed-rows seen|all (seen)  --embed-init-std X (0.02, OpenAI's)  --logit-scale-init X (14.3)  --centre-init  --lock-text-epochs N (0)  --batch-by-domain
-  --positives pair|class (pair)  --text-lr-scale X (1)  --log-every N (10)
+  --positives pair|class (pair)  --text-lr-scale X (1)  --unlock-warmup STEPS (0)  --log-every N (10)
   --max-steps N
   --proto (ProtoCLIP: InfoNCE + prototype loss from the 2nd epoch)  --proto-k N (32)
   --proto-episode PAIRS (the epoch)`;
@@ -1197,6 +1216,7 @@ export async function main(args: string[]): Promise<number> {
         "batch-by-domain": { type: "boolean" },
         positives: str,
         "text-lr-scale": str,
+        "unlock-warmup": str,
         "log-every": str,
         "max-steps": str,
         proto: { type: "boolean" },
@@ -1262,6 +1282,7 @@ export async function main(args: string[]): Promise<number> {
     batchByDomain: !!v["batch-by-domain"],
     positives: v.positives as Positives | undefined,
     textLrScale: num("text-lr-scale", false),
+    unlockWarmup: num("unlock-warmup"),
     logEvery: num("log-every"),
     maxSteps: num("max-steps"),
   };

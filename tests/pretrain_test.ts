@@ -247,12 +247,18 @@ const pretrainTiny = (o: Partial<PretrainOptions> & { out: string }) =>
   });
 
 Deno.test("training only the seen token rows equals training the whole table", async () => {
-  const run = async (embedRows: "seen" | "all") => {
-    const out = `${tmp}/rows_${embedRows}.safetensors`;
-    const r = await pretrainTiny({ out, weightDecay: 0.5, embedRows, embedInitStd: 1 });
+  const run = async (embedRows: "seen" | "all", o: Partial<PretrainOptions> = {}, tag = "") => {
+    const out = `${tmp}/rows_${embedRows}${tag}.safetensors`;
+    const r = await pretrainTiny({ out, weightDecay: 0.5, embedRows, embedInitStd: 1, ...o });
     return { r, sd: await loadStateDict(out) };
   };
   const seen = await run("seen"), all = await run("all");
+  // also when the text tower's rate is its own (locked, ramped, scaled): the unseen rows decay
+  // at that rate
+  const textRate = { epochs: 3, lockTextEpochs: 1, unlockWarmup: 3, textLrScale: 0.5 };
+  const [seenT, allT] = [await run("seen", textRate, "_t"), await run("all", textRate, "_t")];
+  const [worstT, atT] = maxRelDiff(seenT.sd, allT.sd);
+  assert.ok(worstT < 1e-4, `own text rate: largest relative difference ${worstT} at ${atT}`);
   // the temperature starts where logitScaleInit puts it (a few steps of lr 1e-3 from there)
   const ls = toFloat32(seen.sd.get("logit_scale")!)[0];
   assert.ok(Math.abs(ls - Math.log(1 / 0.07)) < 0.01, `logit_scale ${ls}`);
@@ -549,6 +555,35 @@ Deno.test("textLrScale: the text tower moves at its own fraction of the learning
   await assert.rejects(
     () => pretrainTiny({ out: `${tmp}/bad.safetensors`, textLrScale: 0 }),
     /textLrScale must be > 0/,
+  );
+});
+
+Deno.test("unlockWarmup: the text tower's rate ramps up from 0 once the lock ends", async () => {
+  const start = CLIP.random(pretrainConfig(TINY), 0);
+  const init = await start.stateDict();
+  start.dispose();
+  const textMoved = async (unlockWarmup: number) => {
+    const out = `${tmp}/unlock_${unlockWarmup}.safetensors`;
+    // 2 steps an epoch: locked for steps 0–1, trained for steps 2–3
+    await pretrainTiny({ out, lockTextEpochs: 1, unlockWarmup });
+    const sd = await loadStateDict(out);
+    let d = 0;
+    for (const [k, t] of init) {
+      if (k.startsWith("visual.") || k === "logit_scale" || k === "token_embedding.weight") {
+        continue;
+      }
+      const a = toFloat32(t), b = toFloat32(sd.get(k)!);
+      for (let i = 0; i < a.length; i++) d = Math.max(d, Math.abs(a[i] - b[i]));
+    }
+    return d;
+  };
+  const none = await textMoved(0), ramp = await textMoved(4), slow = await textMoved(1e6);
+  // 2 trained steps at lr·1/4 and lr·2/4 instead of lr and lr: Adam's steps scale with the rate
+  assert.ok(ramp > 0.2 * none && ramp < 0.6 * none, `ramp ${ramp} against ${none}`);
+  assert.ok(slow < 1e-4 * none, `a ramp of 10⁶ steps moved the text tower by ${slow}`);
+  await assert.rejects(
+    () => pretrainTiny({ out: `${tmp}/bad.safetensors`, unlockWarmup: 1.5 }),
+    /unlockWarmup must be an integer/,
   );
 });
 
