@@ -96,9 +96,10 @@ const WORLD_VAL_FRACTION = 0.25;
  * epoch, so that the image tower first learns to meet fixed, distinct caption features; and the
  * text tower has one layer and a 12-token context (terse captions fit in 10), which makes a step
  * 1.7× cheaper and buys a third epoch: 846 steps, for the shapes are learnt late (at 675 steps
- * zero-shot was 19%). It is close to the threshold: with seed 1 the same pretraining stalls (16%).
- * On PACS, batches of one style helped one held-out domain and hurt another (README), so `--data`
- * runs keep the plain start of `SMALL` for 2 epochs.
+ * zero-shot was 19%). It is close to the threshold: with seeds 1 and 2 the same pretraining
+ * stalls (16%, 14%); none of the remedies tried since mended that (README). On PACS, batches of
+ * one style helped one held-out domain and hurt another (README), so `--data` runs keep the plain
+ * start of `SMALL` for 2 epochs.
  */
 const WORLD_PRETRAIN = {
   config: { transformerLayers: 1, contextLength: 12 },
