@@ -567,6 +567,10 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
   const lockTextEpochs = o.lockTextEpochs ?? 0;
   const textLrScale = o.textLrScale ?? 1;
   if (!(textLrScale > 0)) throw new Error(`pretrain: textLrScale must be > 0, got ${textLrScale}`);
+  const positives = o.positives ?? "pair";
+  if (!POSITIVES.includes(positives)) {
+    throw new Error(`pretrain: positives must be one of ${POSITIVES.join(", ")}, got ${positives}`);
+  }
   const unlockWarmup = o.unlockWarmup ?? 0;
   if (!(Number.isInteger(unlockWarmup) && unlockWarmup >= 0)) {
     throw new Error(`pretrain: unlockWarmup must be an integer ≥ 0, got ${unlockWarmup}`);
@@ -611,10 +615,6 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
     throw new Error(`pretrain: batchByDomain needs a domain for every image (${data.root})`);
   }
   const batchDomains = batchByDomain ? data.domains : null;
-  const positives = o.positives ?? "pair";
-  if (!POSITIVES.includes(positives)) {
-    throw new Error(`pretrain: positives must be one of ${POSITIVES.join(", ")}, got ${positives}`);
-  }
   // every epoch's order has the same length, whatever its shuffle
   const stepsPerEpoch = epochOrder(T.hostRng(0), train, batch, batchDomains).length / batch;
   if (stepsPerEpoch < 1) throw new Error(`pretrain: no domain has a full batch of ${batch} pairs`);
@@ -1313,7 +1313,8 @@ export async function main(args: string[]): Promise<number> {
     );
     return 0;
   } catch (e) {
-    console.error(`pretrain: ${(e as Error).message}`);
+    const msg = (e as Error).message;
+    console.error(msg.startsWith("pretrain:") ? msg : `pretrain: ${msg}`);
     return 1;
   }
 }
