@@ -23,7 +23,7 @@ import { findVocab, Tokenizer } from "../model/tokenizer.ts";
 import { loadClipStateDict } from "../model/hf.ts";
 import { looksLikeSafetensors, parseSafetensors } from "../model/safetensors.ts";
 import { folderClassName } from "./data.ts";
-import { loadPairs, type PairData, splitPairs } from "./pretrain.ts";
+import { inChunks, loadPairs, type PairData, pairPixels, splitPairs } from "./pretrain.ts";
 
 export interface EvaluateOptions {
   /** A checkpoint path, or a loaded model (then pass holdout and seed). */
@@ -80,34 +80,21 @@ async function pretrainMeta(path: string): Promise<Record<string, unknown> | nul
 
 /** L2-normalised image features [n, embed] of some pairs (no tape). */
 export function imageFeatures(model: CLIP, d: PairData, idx: number[], batch = 256): Tensor {
-  const R = d.resolution, per = 3 * R * R;
-  const parts: Tensor[] = [];
-  for (let s = 0; s < idx.length; s += batch) {
-    const b = idx.slice(s, s + batch);
-    const px = new Float32Array(b.length * per);
-    b.forEach((i, k) => px.set(d.pixels.subarray(i * per, (i + 1) * per), k * per));
-    parts.push(
-      T.scope(() =>
-        T.noGrad(() => T.normalize(model.encodeImage(T.tensor(px, [b.length, 3, R, R])).features))
-      ),
-    );
-  }
-  const out = T.concat(parts);
-  parts.forEach((t) => t.dispose());
-  return out;
+  return inChunks(
+    idx.length,
+    batch,
+    (s, e) => T.normalize(model.encodeImage(pairPixels(d, idx.slice(s, e))).features),
+  );
 }
 
 /** L2-normalised text features [n, embed] of texts (no tape). */
 export function textFeatures(model: CLIP, tok: Tokenizer, texts: string[], batch = 256): Tensor {
   const ctx = model.config.contextLength;
-  const parts: Tensor[] = [];
-  for (let s = 0; s < texts.length; s += batch) {
-    const ids = tok.tokenize(texts.slice(s, s + batch), ctx);
-    parts.push(T.scope(() => T.noGrad(() => T.normalize(model.encodeText(ids)))));
-  }
-  const out = T.concat(parts);
-  parts.forEach((t) => t.dispose());
-  return out;
+  return inChunks(
+    texts.length,
+    batch,
+    (s, e) => T.normalize(model.encodeText(tok.tokenize(texts.slice(s, e), ctx))),
+  );
 }
 
 /** Row-wise argmax of a host [n, c] matrix. */

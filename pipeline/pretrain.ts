@@ -299,6 +299,28 @@ export interface PretrainExtension {
 // Training
 
 /**
+ * f(s, e) over rows [s, e) of n in chunks, each in its own scope without a tape, concatenated:
+ * only one chunk's activations are alive at a time.
+ */
+export function inChunks(n: number, chunk: number, f: (s: number, e: number) => Tensor): Tensor {
+  const parts: Tensor[] = [];
+  for (let s = 0; s < n; s += chunk) {
+    parts.push(T.scope(() => T.noGrad(() => f(s, Math.min(n, s + chunk)))));
+  }
+  const all = T.concat(parts);
+  parts.forEach((t) => t.dispose());
+  return all;
+}
+
+/** The preprocessed images of pairs idx as one tensor [n, 3, R, R]. */
+export function pairPixels(d: PairData, idx: ArrayLike<number>): Tensor {
+  const R = d.resolution, per = 3 * R * R, n = idx.length;
+  const px = new Float32Array(n * per);
+  for (let k = 0; k < n; k++) px.set(d.pixels.subarray(idx[k] * per, (idx[k] + 1) * per), k * per);
+  return T.tensor(px, [n, 3, R, R]);
+}
+
+/**
  * Shifts a layer norm's bias b (followed by the projection P [W, E]) so that the mean of the
  * features `encode` gives becomes zero: the least-norm δ with δ·P = −mean, δ = −P (PᵀP)⁻¹ meanᵀ.
  */
@@ -718,24 +740,15 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
       { length: CENTRE_SAMPLE.captions },
       (_, k) => unique[Math.floor((k * unique.length) / CENTRE_SAMPLE.captions)],
     );
-    const R = config.imageResolution, per = 3 * R * R;
     const sample = train.slice(0, CENTRE_SAMPLE.images);
-    const chunked = (n: number, f: (s: number, e: number) => Tensor) => {
-      const parts: Tensor[] = [];
-      for (let s = 0; s < n; s += CENTRE_SAMPLE.chunk) {
-        parts.push(T.scope(() => T.noGrad(() => f(s, Math.min(n, s + CENTRE_SAMPLE.chunk)))));
-      }
-      const all = T.concat(parts);
-      parts.forEach((t) => t.dispose());
-      return all;
-    };
     await centreBias(
       model,
       "ln_final.bias",
       "text_projection",
       (m) =>
-        chunked(
+        inChunks(
           captions.length,
+          CENTRE_SAMPLE.chunk,
           (s, e) => m.encodeText(tokenizer.tokenize(captions.slice(s, e), ctx)),
         ),
     );
@@ -744,14 +757,11 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
       "visual.ln_post.bias",
       "visual.proj",
       (m) =>
-        chunked(sample.length, (s, e) => {
-          const px = new Float32Array((e - s) * per);
-          for (let k = s; k < e; k++) {
-            const i = sample[k];
-            px.set(data.pixels.subarray(i * per, (i + 1) * per), (k - s) * per);
-          }
-          return m.encodeImage(T.tensor(px, [e - s, 3, R, R])).features;
-        }),
+        inChunks(
+          sample.length,
+          CENTRE_SAMPLE.chunk,
+          (s, e) => m.encodeImage(pairPixels(data, sample.slice(s, e))).features,
+        ),
     );
     log(`centred the features: ${captions.length} captions, ${sample.length} images`);
   }
@@ -863,7 +873,6 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
       })`,
   );
 
-  const R = config.imageResolution, per = 3 * R * R;
   const pickCaptions = (epoch: number) => {
     const rng = T.hostRng(epochSeed(seed, epoch) + 1);
     return Int32Array.from(
@@ -873,16 +882,14 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
   };
   const batchInputs = (idx: ArrayLike<number>, chosen: Int32Array) => {
     const n = idx.length;
-    const px = new Float32Array(n * per);
     const tk = new Int32Array(n * ctx), pos = new Int32Array(n);
     for (let b = 0; b < n; b++) {
-      const i = idx[b], row = chosen[i];
-      px.set(data.pixels.subarray(i * per, (i + 1) * per), b * per);
+      const row = chosen[idx[b]];
       tk.set(tokenIds.subarray(row * ctx, (row + 1) * ctx), b * ctx);
       pos[b] = eot[row];
     }
     return {
-      pixels: T.tensor(px, [n, 3, R, R]),
+      pixels: pairPixels(data, idx),
       ids: T.tensor(tk, [n, ctx], "i32"),
       eot: T.tensor(pos, [n], "i32"),
     };
