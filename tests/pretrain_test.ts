@@ -525,24 +525,32 @@ Deno.test("lockTextEpochs: a locked text tower keeps its initial weights while t
   );
 });
 
-Deno.test("textLrScale: the text tower moves at its own fraction of the learning rate", async () => {
+/**
+ * The largest change of any weight of each tower between a tiny run's start (seed 0) and the
+ * checkpoint at `out`; the temperature and the token table (trained as compact rows) left out.
+ */
+async function towerMoves(out: string) {
   const start = CLIP.random(pretrainConfig(TINY), 0);
   const init = await start.stateDict();
   start.dispose();
+  const sd = await loadStateDict(out);
+  let text = 0, visual = 0;
+  for (const [k, t] of init) {
+    if (k === "logit_scale" || k === "token_embedding.weight") continue;
+    const a = toFloat32(t), b = toFloat32(sd.get(k)!);
+    let d = 0;
+    for (let i = 0; i < a.length; i++) d = Math.max(d, Math.abs(a[i] - b[i]));
+    if (k.startsWith("visual.")) visual = Math.max(visual, d);
+    else text = Math.max(text, d);
+  }
+  return { text, visual };
+}
+
+Deno.test("textLrScale: the text tower moves at its own fraction of the learning rate", async () => {
   const moved = async (textLrScale: number) => {
     const out = `${tmp}/textlr_${textLrScale}.safetensors`;
     await pretrainTiny({ out, textLrScale });
-    const sd = await loadStateDict(out);
-    let text = 0, visual = 0;
-    for (const [k, t] of init) {
-      if (k === "logit_scale" || k === "token_embedding.weight") continue;
-      const a = toFloat32(t), b = toFloat32(sd.get(k)!);
-      let d = 0;
-      for (let i = 0; i < a.length; i++) d = Math.max(d, Math.abs(a[i] - b[i]));
-      if (k.startsWith("visual.")) visual = Math.max(visual, d);
-      else text = Math.max(text, d);
-    }
-    return { text, visual };
+    return await towerMoves(out);
   };
   const full = await moved(1), tenth = await moved(0.1);
   // Adam's steps scale with the learning rate, whatever the gradients
@@ -559,23 +567,11 @@ Deno.test("textLrScale: the text tower moves at its own fraction of the learning
 });
 
 Deno.test("unlockWarmup: the text tower's rate ramps up from 0 once the lock ends", async () => {
-  const start = CLIP.random(pretrainConfig(TINY), 0);
-  const init = await start.stateDict();
-  start.dispose();
   const textMoved = async (unlockWarmup: number) => {
     const out = `${tmp}/unlock_${unlockWarmup}.safetensors`;
     // 2 steps an epoch: locked for steps 0–1, trained for steps 2–3
     await pretrainTiny({ out, lockTextEpochs: 1, unlockWarmup });
-    const sd = await loadStateDict(out);
-    let d = 0;
-    for (const [k, t] of init) {
-      if (k.startsWith("visual.") || k === "logit_scale" || k === "token_embedding.weight") {
-        continue;
-      }
-      const a = toFloat32(t), b = toFloat32(sd.get(k)!);
-      for (let i = 0; i < a.length; i++) d = Math.max(d, Math.abs(a[i] - b[i]));
-    }
-    return d;
+    return (await towerMoves(out)).text;
   };
   const none = await textMoved(0), ramp = await textMoved(4), slow = await textMoved(1e6);
   // 2 trained steps at lr·1/4 and lr·2/4 instead of lr and lr: Adam's steps scale with the rate
