@@ -24,6 +24,8 @@ import {
   pretrainConfig,
   type PretrainOptions,
   statePathOf,
+  symmetricEigen,
+  whitenProjection,
 } from "../pipeline/pretrain.ts";
 import { evaluatePretrained, recallAt } from "../pipeline/evaluate_pretrained.ts";
 import { protoclipExtension } from "../pipeline/protoclip.ts";
@@ -501,6 +503,76 @@ Deno.test("centreInit: the shifted layer-norm bias makes a tower's mean feature 
   model.dispose();
 });
 
+Deno.test("symmetricEigen: A V = V diag(λ) and VᵀV = I on a random symmetric matrix", () => {
+  const r = rng(11), n = 9;
+  const A = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) {
+    for (let j = i; j < n; j++) A[i * n + j] = A[j * n + i] = r() * 2 - 1;
+  }
+  const { values, vectors: V } = symmetricEigen(A, n);
+  for (let i = 0; i < n; i++) {
+    for (let k = 0; k < n; k++) {
+      let av = 0, vv = 0;
+      for (let j = 0; j < n; j++) {
+        av += A[i * n + j] * V[j * n + k];
+        vv += V[j * n + i] * V[j * n + k];
+      }
+      assert.ok(Math.abs(av - values[k] * V[i * n + k]) < 1e-10, `(AV)[${i},${k}]`);
+      assert.ok(Math.abs(vv - (i === k ? 1 : 0)) < 1e-10, `(VᵀV)[${i},${k}] = ${vv}`);
+    }
+  }
+});
+
+Deno.test("whitenInit: after whitenProjection the features' covariance is σ̄²·I", async () => {
+  const E = 8;
+  const model = CLIP.random(pretrainConfig({ ...TINY, embedDim: E }), 3);
+  const tok = await Tokenizer.load(VOCAB);
+  const shapes = ["star", "heart", "ring", "arrow", "circle", "square", "cross"];
+  const frames = ["a sketch of a %", "a photo of two %s", "% in a cartoon", "a painting of %s"];
+  const captions = frames.flatMap((f) => shapes.map((s) => f.replace("%", s)));
+  const ids = tok.tokenize(captions, model.config.contextLength);
+  const n = captions.length;
+  const cov = async () => {
+    const f = T.noGrad(() => model.encodeText(ids));
+    const v = await f.data() as Float32Array;
+    f.dispose();
+    const mean = new Float64Array(E), C = new Float64Array(E * E);
+    for (let i = 0; i < n; i++) for (let a = 0; a < E; a++) mean[a] += v[i * E + a] / n;
+    for (let i = 0; i < n; i++) {
+      for (let a = 0; a < E; a++) {
+        for (let b = 0; b < E; b++) {
+          C[a * E + b] += ((v[i * E + a] - mean[a]) * (v[i * E + b] - mean[b])) / n;
+        }
+      }
+    }
+    return C;
+  };
+  const before = await cov();
+  const trace = (C: Float64Array) => Array.from({ length: E }, (_, a) => C[a * E + a]);
+  const avg = trace(before).reduce((s, x) => s + x, 0) / E;
+  // a random tower's features are far from isotropic
+  const spread = Math.max(...symmetricEigen(before, E).values) / avg;
+  assert.ok(spread > 2, `largest eigenvalue only ${spread.toFixed(2)}× the mean`);
+  await whitenProjection(model, "text_projection", (m) => m.encodeText(ids));
+  const after = await cov();
+  // σ̄² in every direction, but for ε (10⁻³σ̄²): V diag(σ̄²λ/(λ+ε)) Vᵀ
+  const { values, vectors: V } = symmetricEigen(before, E);
+  for (let a = 0; a < E; a++) {
+    for (let b = 0; b < E; b++) {
+      let want = 0;
+      for (let k = 0; k < E; k++) {
+        want += V[a * E + k] * V[b * E + k] * avg * values[k] / (values[k] + 1e-3 * avg);
+      }
+      assert.ok(
+        Math.abs(after[a * E + b] - want) < 1e-3 * avg,
+        `cov[${a},${b}] = ${after[a * E + b]}, want ${want}`,
+      );
+      if (a === b) assert.ok(want > 0.9 * avg, `direction ${a} barely whitened: ${want}`);
+    }
+  }
+  model.dispose();
+});
+
 Deno.test("lockTextEpochs: a locked text tower keeps its initial weights while the image tower trains", async () => {
   const out = `${tmp}/locked.safetensors`;
   await pretrainTiny({ out, lockTextEpochs: 2 });
@@ -523,6 +595,47 @@ Deno.test("lockTextEpochs: a locked text tower keeps its initial weights while t
     () => pretrain({ data: pairs, out: `${tmp}/bad.safetensors`, lockTextEpochs: 0.5, log: quiet }),
     /lockTextEpochs must be an integer/,
   );
+});
+
+Deno.test("whitenInit through pretrain: the locked text tower's caption features vary equally in every direction they span", async () => {
+  const tok = await Tokenizer.load(VOCAB);
+  const captions = [...new Set(pairs.captions.flat())];
+  const spectrum = async (o: Partial<PretrainOptions>, name: string) => {
+    const out = `${tmp}/whiten_${name}.safetensors`;
+    // locked throughout, so the saved text tower is the start's
+    await pretrainTiny({ out, lockTextEpochs: 2, embedInitStd: 1, ...o });
+    const model = CLIP.fromStateDict(await loadStateDict(out));
+    const f = T.noGrad(() => model.encodeText(tok.tokenize(captions, model.config.contextLength)));
+    const v = await f.data() as Float32Array, [n, E] = f.shape;
+    f.dispose();
+    model.dispose();
+    const mean = new Float64Array(E), C = new Float64Array(E * E);
+    for (let i = 0; i < n; i++) for (let a = 0; a < E; a++) mean[a] += v[i * E + a] / n;
+    for (let i = 0; i < n; i++) {
+      for (let a = 0; a < E; a++) {
+        for (let b = 0; b < E; b++) {
+          C[a * E + b] += ((v[i * E + a] - mean[a]) * (v[i * E + b] - mean[b])) / n;
+        }
+      }
+    }
+    const meanNorm = Math.hypot(...mean), values = [...symmetricEigen(C, E).values];
+    const top = Math.max(...values);
+    // the directions the captions span (n − 1 of them at most)
+    // directions within 10% of the largest variance
+    return { meanNorm, top, n, flat: values.filter((x) => x > 0.9 * top).length };
+  };
+  const centred = await spectrum({ centreInit: true }, "centred");
+  const whitened = await spectrum({ whitenInit: true }, "whitened");
+  // 36 captions span at most 35 directions; whitened, all but the faintest vary alike
+  assert.ok(centred.flat <= 2, `centred only: ${centred.flat} directions near the top`);
+  assert.ok(
+    whitened.flat >= 0.7 * (whitened.n - 1),
+    `whitened: ${whitened.flat} of ${whitened.n - 1}`,
+  );
+  // whitenInit centres too
+  for (const s of [centred, whitened]) {
+    assert.ok(s.meanNorm < 1e-3 * Math.sqrt(s.top), `mean feature ${s.meanNorm}`);
+  }
 });
 
 /**
