@@ -1003,10 +1003,14 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
   const groupsOf = (idx: ArrayLike<number>) =>
     positives === "class" ? Int32Array.from(idx, (i) => data.labels[i]) : undefined;
   const table = () => compact ?? fullTable;
-  const forward = (inp: ReturnType<typeof batchInputs>) => ({
-    image: model.encodeImage(inp.pixels).features,
-    text: model.encodeEmbeddings(T.embedding(table(), inp.ids), inp.eot),
-  });
+  /** Both towers' features; a locked text tower runs off the tape, so backward skips it. */
+  const forward = (inp: ReturnType<typeof batchInputs>, textLocked = false) => {
+    const text = () => model.encodeEmbeddings(T.embedding(table(), inp.ids), inp.eot);
+    return {
+      image: model.encodeImage(inp.pixels).features,
+      text: textLocked ? T.noGrad(text) : text(),
+    };
+  };
 
   /** Writes the compact rows (and the decay of the others) into the full table. */
   const syncTable = async () => {
@@ -1179,7 +1183,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
           const idx = episode.subarray(s, s + batch);
           const lrNow = schedule(step);
           const stats = T.scope(() => {
-            const f = forward(batchInputs(idx, chosen));
+            const f = forward(batchInputs(idx, chosen), epoch < lockTextEpochs);
             const scale = T.exp(logitScale);
             const nce = infoNCE(f.image, f.text, logitScale, { positives: groupsOf(idx) });
             const terms = ext?.loss?.({
