@@ -47,8 +47,13 @@ Deno.test("the default run (--smoke) generates, pretrains, trains every method p
   assert.equal(meta.config.contextLength, 12);
   assert.equal(meta.config.transformerLayers, 1);
   assert.deepEqual(
-    [meta.hyper.batchByDomain, meta.hyper.centreInit, meta.hyper.lockTextEpochs],
-    [true, true, 1],
+    [
+      meta.hyper.batchByDomain,
+      meta.hyper.centreInit,
+      meta.hyper.whitenInit,
+      meta.hyper.lockTextEpochs,
+    ],
+    [true, true, true, 2],
   );
   // a second call finds everything cached and redoes nothing
   const t0 = performance.now();
@@ -68,6 +73,23 @@ Deno.test("the default run (--smoke) generates, pretrains, trains every method p
     console.log = log;
   }
   assert.ok(performance.now() - t0 < 30_000, "the cached rerun retrained something");
+  // a folder made with other settings, or before recipe.json, is refused and left as it is
+  const { defaultRun } = await import("../pipeline/default_run.ts");
+  const vocab = `${sharedDir()}clip/bpe_simple_vocab_16e6.txt.gz`;
+  const recipe = JSON.parse(await Deno.readTextFile(`${dir}/recipe.json`));
+  recipe.world.WORLD_PRETRAIN.options.lockTextEpochs = 1;
+  await Deno.writeTextFile(`${dir}/recipe.json`, JSON.stringify(recipe));
+  const model = await Deno.readFile(`${dir}/clip-small.safetensors`);
+  await assert.rejects(
+    () => defaultRun({ smoke: true, dir, vocab, log: () => {} }),
+    /was made with other settings .*recipe\.json/,
+  );
+  await Deno.remove(`${dir}/recipe.json`);
+  await assert.rejects(
+    () => defaultRun({ smoke: true, dir, vocab, log: () => {} }),
+    /made before .*recorded the settings/,
+  );
+  assert.deepEqual(await Deno.readFile(`${dir}/clip-small.safetensors`), model);
 });
 
 Deno.test("the default run on a domain-folder dataset pretrains without the held-out domain and reports", async () => {
