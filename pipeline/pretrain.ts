@@ -320,6 +320,26 @@ export function pairPixels(d: PairData, idx: ArrayLike<number>): Tensor {
   return T.tensor(px, [n, 3, R, R]);
 }
 
+/** The mean (and covariance) over rows of the features `encode` gives, read back to the host. */
+async function moments(model: CLIP, encode: (m: CLIP) => Tensor, covariance = false) {
+  const f = T.scope(() => T.noGrad(() => encode(model)));
+  const [n, E] = f.shape;
+  const fv = await f.data() as Float32Array;
+  f.dispose();
+  const mean = new Float64Array(E);
+  for (let i = 0; i < n; i++) for (let k = 0; k < E; k++) mean[k] += fv[i * E + k] / n;
+  if (!covariance) return { E, mean, cov: null };
+  const cov = new Float64Array(E * E);
+  for (let i = 0; i < n; i++) {
+    for (let a = 0; a < E; a++) {
+      const x = fv[i * E + a] - mean[a];
+      for (let b = a; b < E; b++) cov[a * E + b] += (x * (fv[i * E + b] - mean[b])) / n;
+    }
+  }
+  for (let a = 0; a < E; a++) for (let b = 0; b < a; b++) cov[a * E + b] = cov[b * E + a];
+  return { E, mean, cov };
+}
+
 /**
  * Shifts a layer norm's bias b (followed by the projection P [W, E]) so that the mean of the
  * features `encode` gives becomes zero: the least-norm δ with δ·P = −mean, δ = −P (PᵀP)⁻¹ meanᵀ.
@@ -330,12 +350,7 @@ export async function centreBias(
   projName: string,
   encode: (m: CLIP) => Tensor,
 ) {
-  const f = T.scope(() => T.noGrad(() => encode(model)));
-  const [n, E] = f.shape;
-  const fv = await f.data() as Float32Array;
-  f.dispose();
-  const mean = new Float64Array(E);
-  for (let i = 0; i < n; i++) for (let k = 0; k < E; k++) mean[k] += fv[i * E + k] / n;
+  const { E, mean } = await moments(model, encode);
   const P = await model.w(projName).data() as Float32Array, W = P.length / E;
   // A = PᵀP (E×E), solved for y by Gauss–Jordan with partial pivoting
   const A = new Float64Array(E * (E + 1));
@@ -434,21 +449,8 @@ export async function whitenProjection(
   projName: string,
   encode: (m: CLIP) => Tensor,
 ) {
-  const f = T.scope(() => T.noGrad(() => encode(model)));
-  const [n, E] = f.shape;
-  const fv = await f.data() as Float32Array;
-  f.dispose();
-  const mean = new Float64Array(E);
-  for (let i = 0; i < n; i++) for (let k = 0; k < E; k++) mean[k] += fv[i * E + k] / n;
-  const C = new Float64Array(E * E);
-  for (let i = 0; i < n; i++) {
-    for (let a = 0; a < E; a++) {
-      const x = fv[i * E + a] - mean[a];
-      for (let b = a; b < E; b++) C[a * E + b] += (x * (fv[i * E + b] - mean[b])) / n;
-    }
-  }
-  for (let a = 0; a < E; a++) for (let b = 0; b < a; b++) C[a * E + b] = C[b * E + a];
-  const { values, vectors: V } = symmetricEigen(C, E);
+  const { E, cov } = await moments(model, encode, true);
+  const { values, vectors: V } = symmetricEigen(cov!, E);
   const avg = values.reduce((s, v) => s + Math.max(v, 0), 0) / E;
   if (!(avg > 0)) {
     throw new Error(`pretrain: whitenInit: the features before ${projName} do not vary`);

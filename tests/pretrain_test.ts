@@ -503,6 +503,20 @@ Deno.test("centreInit: the shifted layer-norm bias makes a tower's mean feature 
   model.dispose();
 });
 
+/** Mean and covariance over the rows of an [n, E] host matrix (float64, the tests' reference). */
+function hostMoments(v: Float32Array, n: number, E: number) {
+  const mean = new Float64Array(E), C = new Float64Array(E * E);
+  for (let i = 0; i < n; i++) for (let a = 0; a < E; a++) mean[a] += v[i * E + a] / n;
+  for (let i = 0; i < n; i++) {
+    for (let a = 0; a < E; a++) {
+      for (let b = 0; b < E; b++) {
+        C[a * E + b] += ((v[i * E + a] - mean[a]) * (v[i * E + b] - mean[b])) / n;
+      }
+    }
+  }
+  return { mean, C };
+}
+
 Deno.test("symmetricEigen: A V = V diag(λ) and VᵀV = I on a random symmetric matrix", () => {
   const r = rng(11), n = 9;
   const A = new Float64Array(n * n);
@@ -536,16 +550,7 @@ Deno.test("whitenInit: after whitenProjection the features' covariance is σ̄²
     const f = T.noGrad(() => model.encodeText(ids));
     const v = await f.data() as Float32Array;
     f.dispose();
-    const mean = new Float64Array(E), C = new Float64Array(E * E);
-    for (let i = 0; i < n; i++) for (let a = 0; a < E; a++) mean[a] += v[i * E + a] / n;
-    for (let i = 0; i < n; i++) {
-      for (let a = 0; a < E; a++) {
-        for (let b = 0; b < E; b++) {
-          C[a * E + b] += ((v[i * E + a] - mean[a]) * (v[i * E + b] - mean[b])) / n;
-        }
-      }
-    }
-    return C;
+    return hostMoments(v, n, E).C;
   };
   const before = await cov();
   const trace = (C: Float64Array) => Array.from({ length: E }, (_, a) => C[a * E + a]);
@@ -609,18 +614,9 @@ Deno.test("whitenInit through pretrain: the locked text tower's caption features
     const v = await f.data() as Float32Array, [n, E] = f.shape;
     f.dispose();
     model.dispose();
-    const mean = new Float64Array(E), C = new Float64Array(E * E);
-    for (let i = 0; i < n; i++) for (let a = 0; a < E; a++) mean[a] += v[i * E + a] / n;
-    for (let i = 0; i < n; i++) {
-      for (let a = 0; a < E; a++) {
-        for (let b = 0; b < E; b++) {
-          C[a * E + b] += ((v[i * E + a] - mean[a]) * (v[i * E + b] - mean[b])) / n;
-        }
-      }
-    }
+    const { mean, C } = hostMoments(v, n, E);
     const meanNorm = Math.hypot(...mean), values = [...symmetricEigen(C, E).values];
     const top = Math.max(...values);
-    // the directions the captions span (n − 1 of them at most)
     // directions within 10% of the largest variance
     return { meanNorm, top, n, flat: values.filter((x) => x > 0.9 * top).length };
   };
