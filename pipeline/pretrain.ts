@@ -696,6 +696,8 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
   const embedInitStd = o.embedInitStd ?? openaiTokenStd;
   const logitScaleInit = o.logitScaleInit ?? 1 / 0.07;
   const lockTextEpochs = o.lockTextEpochs ?? 0;
+  // whitening starts from the centred features, so whitenInit implies centreInit
+  const whitenInit = !!o.whitenInit, centreInit = !!o.centreInit || whitenInit;
   const textLrScale = o.textLrScale ?? 1;
   if (!(textLrScale > 0)) throw new Error(`pretrain: textLrScale must be > 0, got ${textLrScale}`);
   const positives = o.positives ?? "pair";
@@ -778,8 +780,8 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
     embedRows,
     embedInitStd,
     logitScaleInit,
-    centreInit: !!o.centreInit || !!o.whitenInit,
-    whitenInit: !!o.whitenInit,
+    centreInit,
+    whitenInit,
     lockTextEpochs,
     batchByDomain,
     positives,
@@ -795,14 +797,14 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
     embedRows,
     embedInitStd,
     logitScaleInit,
-    centreInit: !!o.centreInit || !!o.whitenInit,
+    centreInit,
     lockTextEpochs,
     batchByDomain,
     // absent when "pair", so that states written before the option still resume
     ...(positives !== "pair" ? { positives } : {}),
     ...(textLrScale !== 1 ? { textLrScale } : {}),
     ...(unlockWarmup ? { unlockWarmup } : {}),
-    ...(o.whitenInit ? { whitenInit: true } : {}),
+    ...(whitenInit ? { whitenInit } : {}),
     extension: ext?.name ?? null,
   };
 
@@ -843,7 +845,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
   if (!resumed && Math.abs(logitScaleInit - 1 / 0.07) > 1e-9) {
     T.writeTensor(model.w("logit_scale"), new Float32Array([Math.log(logitScaleInit)]));
   }
-  if (!resumed && (o.centreInit || o.whitenInit)) {
+  if (!resumed && centreInit) {
     // a spread sample of the unique captions and the first images, encoded in chunks so that
     // the activations of a large caption set never sit in memory at once
     const unique = [...new Set(train.flatMap((i) => data.captions[i]))];
@@ -866,9 +868,9 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
       );
     await centreBias(model, "ln_final.bias", "text_projection", texts);
     await centreBias(model, "visual.ln_post.bias", "visual.proj", images);
-    if (o.whitenInit) await whitenProjection(model, "text_projection", texts);
+    if (whitenInit) await whitenProjection(model, "text_projection", texts);
     log(
-      `centred the features${o.whitenInit ? " and whitened the captions'" : ""}: ` +
+      `centred the features${whitenInit ? " and whitened the captions'" : ""}: ` +
         `${captions.length} captions, ${sample.length} images`,
     );
   }
@@ -1201,6 +1203,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
             let total = nce;
             for (const k of termNames) if (terms[k]) total = T.add(total, terms[k]);
             T.backward(total);
+            // the locked text tower ran off the tape; an extension's loss may still reach it
             if (epoch < lockTextEpochs) {
               for (const p of textParams) {
                 p.grad?.dispose();
