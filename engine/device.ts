@@ -380,11 +380,34 @@ const NO_ADAPTER = `no WebGPU adapter found.
   Without a GPU: install Mesa's software Vulkan driver (Debian/Ubuntu: apt-get install mesa-vulkan-drivers)
   and run with DENO_WEBGPU_BACKEND=vulkan.`;
 
+/**
+ * Mesa's Vulkan drivers print "XDG_RUNTIME_DIR is invalid or not set" when the variable is unset
+ * (a headless shell, CI, a container). Point it at a private 0700 folder of this process's, removed
+ * when the process ends, before the driver is loaded.
+ */
+function ensureRuntimeDir() {
+  try {
+    const cur = Deno.env.get("XDG_RUNTIME_DIR");
+    if (cur && Deno.statSync(cur).isDirectory) return;
+    const dir = Deno.makeTempDirSync({ prefix: "clipkit-runtime-" });
+    Deno.chmodSync(dir, 0o700);
+    Deno.env.set("XDG_RUNTIME_DIR", dir);
+    globalThis.addEventListener("unload", () => {
+      try {
+        Deno.removeSync(dir, { recursive: true });
+      } catch { /* already gone */ }
+    });
+  } catch {
+    // without env or write permission the driver only prints its warning
+  }
+}
+
 /** Initialises the process's one device with the adapter's real limits and useful features. */
 export function initEngine(): Promise<Engine> {
   if (engine) return Promise.resolve(engine);
   pending ??= (async () => {
     if (!("gpu" in navigator)) throw new EngineError("device", NO_ADAPTER);
+    ensureRuntimeDir();
     const adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
     if (!adapter) throw new EngineError("device", NO_ADAPTER);
     const wanted: GPUFeatureName[] = [

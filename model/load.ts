@@ -7,7 +7,7 @@ import { initEngine } from "../engine/device.ts";
 import { CLIP } from "./clip.ts";
 import { resolveModel, sha256File } from "./fetch.ts";
 import { loadClipStateDict } from "./hf.ts";
-import { findVocab, Tokenizer } from "./tokenizer.ts";
+import { findVocab, Tokenizer, VocabNotFoundError } from "./tokenizer.ts";
 import { loadImage } from "./image.ts";
 import { clipPreprocess } from "./preprocess.ts";
 
@@ -21,9 +21,71 @@ export async function loadClip(modelSpec: string, vocab?: string): Promise<Loade
   await initEngine();
   const file = await resolveModel(modelSpec);
   const sd = await loadClipStateDict(file);
+  // the vocabulary first: a missing one is refused before any weight is uploaded
+  const tokenizer = await Tokenizer.load(await vocabFor(file, vocab));
+  const rows = sd.get("token_embedding.weight")?.shape[0];
+  if (rows !== undefined && tokenizer.vocabSize > rows) {
+    throw new Error(
+      `the vocabulary ${tokenizer.source} has ${tokenizer.vocabSize} tokens, but ${file}'s token ` +
+        `table has ${rows} rows: pass the vocabulary the model was trained with (--vocab FILE)`,
+    );
+  }
   const model = CLIP.fromStateDict(sd, { file });
-  const tokenizer = await Tokenizer.load(findVocab(vocab));
   return { model, tokenizer, file };
+}
+
+/** `model.safetensors` → `model.bpe.txt.gz`: where a model's own (learnt) vocabulary is kept. */
+export function vocabBeside(modelFile: string): string {
+  return modelFile.replace(/\.(safetensors|pt|pth|bin)$/i, "") + ".bpe.txt.gz";
+}
+
+/** The metadata key under which a pretrained checkpoint records its learnt vocabulary. */
+export const VOCAB_META = "clipkit.vocab";
+
+/**
+ * The vocabulary a model is used with: `explicit` when given; else its own beside it
+ * (`vocabBeside`), which `deno task pretrain --learn-vocab` writes and records in the checkpoint's
+ * metadata; else OpenAI's (findVocab: the cache). A checkpoint that records a vocabulary of its
+ * own which is not beside it is refused, naming the file, rather than read with OpenAI's ids.
+ */
+export async function vocabFor(modelFile: string, explicit?: string): Promise<string> {
+  if (explicit !== undefined && explicit !== "") return findVocab(explicit);
+  const beside = vocabBeside(modelFile);
+  if ((await Deno.stat(beside).catch(() => null))?.isFile) return beside;
+  const own = await recordedVocab(modelFile);
+  if (own) {
+    throw new VocabNotFoundError(
+      `${modelFile} was pretrained with a vocabulary of its own (${own.merges} merges, sha256 ` +
+        `${own.sha256.slice(0, 12)}…), expected beside it at ${beside}: put that file back, or ` +
+        `pass it with --vocab FILE.`,
+    );
+  }
+  return findVocab();
+}
+
+/** The learnt vocabulary a safetensors checkpoint's metadata names, if any. */
+async function recordedVocab(
+  file: string,
+): Promise<{ file: string; merges: number; sha256: string } | null> {
+  if (!/\.safetensors$/i.test(file)) return null;
+  try {
+    using f = await Deno.open(file);
+    const head = new Uint8Array(8);
+    if ((await f.read(head)) !== 8) return null;
+    const n = Number(new DataView(head.buffer).getBigUint64(0, true));
+    if (!(n > 1 && n < 100_000_000)) return null;
+    const json = new Uint8Array(n);
+    let got = 0;
+    while (got < n) {
+      const r = await f.read(json.subarray(got));
+      if (r === null) return null;
+      got += r;
+    }
+    const meta = JSON.parse(new TextDecoder().decode(json)).__metadata__?.[VOCAB_META];
+    return meta ? JSON.parse(meta) : null;
+  } catch {
+    return null; // an unreadable checkpoint is reported by its loader
+  }
 }
 
 /** The sha256 of a checkpoint file, which runs record to refuse another backbone later. */

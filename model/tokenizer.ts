@@ -4,7 +4,10 @@
  *
  * Vocabulary: the 256 byte symbols (GPT-2's printable byte alphabet), their `</w>` end-of-word
  * variants, the first 48,894 merges of `bpe_simple_vocab_16e6.txt.gz` joined, then
- * `<|startoftext|>` = 49406 and `<|endoftext|>` = 49407.
+ * `<|startoftext|>` = 49406 and `<|endoftext|>` = 49407. A vocabulary learnt by `learnBpe`
+ * (model/bpe_learn.ts) has the same layout with its own merges: its header line declares how many
+ * (`#version: 0.2 merges: N`), and start/end-of-text are its last two ids (`sot`, `eot`), so the
+ * end-of-text position is still the largest id of a row, as OpenAI's text tower finds it.
  *
  * Text clean-up follows CLIP: fix the text, unescape HTML twice, strip, collapse whitespace, strip,
  * lower-case. CLIP's "fix" is ftfy.fix_text, which is not available here; we apply NFC
@@ -351,7 +354,7 @@ export function splitWords(cleaned: string): string[] {
 // Byte alphabet and BPE
 
 /** GPT-2's reversible byte → printable character map, in vocabulary order. */
-function byteAlphabet(): { bytes: number[]; chars: string[] } {
+export function byteAlphabet(): { bytes: number[]; chars: string[] } {
   const bytes: number[] = [];
   for (let b = 0x21; b <= 0x7e; b++) bytes.push(b);
   for (let b = 0xa1; b <= 0xac; b++) bytes.push(b);
@@ -368,7 +371,7 @@ function byteAlphabet(): { bytes: number[]; chars: string[] } {
 }
 
 /** UTF-8 bytes of a string; lone surrogates become U+FFFD (Python would raise). */
-function utf8(s: string, out: number[]): number {
+export function utf8(s: string, out: number[]): number {
   let n = 0;
   for (let i = 0; i < s.length; i++) {
     let c = s.charCodeAt(i);
@@ -406,6 +409,11 @@ export class Tokenizer {
   /** id → token string (undefined for ids that a later duplicate overwrote; none in CLIP's file). */
   readonly decoder: (string | undefined)[];
   readonly vocabSize: number;
+  /** `<|startoftext|>` and `<|endoftext|>`: the last two ids (49406, 49407 in OpenAI's). */
+  readonly sot: number;
+  readonly eot: number;
+  /** How many merges the vocabulary holds (N_MERGES in OpenAI's). */
+  readonly merges: number;
   /** the file this was loaded from, when loaded with `load`. */
   readonly source?: string;
 
@@ -420,25 +428,40 @@ export class Tokenizer {
   private readonly cache = new Map<string, number[]>();
   private readonly scratch: number[] = [];
 
-  /** Builds the tokenizer from the decompressed merges file (version header + merges). */
+  /**
+   * Builds the tokenizer from the decompressed merges file (version header + merges). OpenAI's file
+   * (no count in its header) must hold at least N_MERGES merges, of which CLIP uses the first
+   * N_MERGES; a learnt one (`merges: N` in its header) exactly the N it declares.
+   */
   constructor(mergesText: string, source?: string) {
     this.source = source;
-    // Only the header and the first N_MERGES lines are used; the file holds 262,144 merges.
+    const where = source ? ` in ${source}` : "";
+    const eol = mergesText.indexOf("\n");
+    const header = mergesText.slice(0, eol < 0 ? mergesText.length : eol);
+    const declared = /^#version:.*\bmerges: (\d+)\s*$/.exec(header);
+    const want = declared ? Number(declared[1]) : N_MERGES;
+    if (want > N_MERGES) {
+      throw new Error(
+        `BPE vocabulary${where} declares ${want} merges; at most ${N_MERGES} are used`,
+      );
+    }
+    // Only the header and the first `want` lines are used; OpenAI's file holds 262,144 merges.
     const lines: string[] = [];
-    for (let pos = 0; lines.length <= N_MERGES && pos <= mergesText.length;) {
+    for (let pos = 0; lines.length <= want && pos <= mergesText.length;) {
       const end = mergesText.indexOf("\n", pos);
       lines.push(mergesText.slice(pos, end < 0 ? mergesText.length : end));
       pos = end < 0 ? mergesText.length + 1 : end + 1;
     }
-    const where = source ? ` in ${source}` : "";
-    if (lines.length < N_MERGES + 1) {
-      const got = lines.filter((l) => l.trim() !== "").length - 1;
+    if (lines.length < want + 1 || lines.slice(1).some((l) => l.trim() === "")) {
+      const got = lines.slice(1).filter((l) => l.trim() !== "").length;
       throw new Error(
-        `BPE vocabulary${where} has ${got} merge lines; CLIP needs ${N_MERGES}`,
+        `BPE vocabulary${where} has ${got} merge lines; ${
+          declared ? `its header declares ${want}` : `CLIP needs ${N_MERGES}`
+        }`,
       );
     }
     const merges: [string, string][] = [];
-    for (let i = 1; i <= N_MERGES; i++) {
+    for (let i = 1; i <= want; i++) {
       const line = lines[i], sp = line.indexOf(" ");
       const simple = sp > 0 && sp === line.lastIndexOf(" ") && /^\S+ \S+$/.test(line);
       const parts = simple ? [line.slice(0, sp), line.slice(sp + 1)] : line.trim().split(/\s+/);
@@ -447,12 +470,15 @@ export class Tokenizer {
       }
       merges.push([parts[0], parts[1]]);
     }
+    this.merges = merges.length;
 
     const { bytes, chars } = byteAlphabet();
     const vocab: string[] = [...chars, ...chars.map((c) => c + "</w>")];
     for (const [a, b] of merges) vocab.push(a + b);
     vocab.push("<|startoftext|>", "<|endoftext|>");
     this.vocabSize = vocab.length;
+    this.sot = vocab.length - 2;
+    this.eot = vocab.length - 1;
     this.encoder = new Map();
     vocab.forEach((t, i) => this.encoder.set(t, i)); // later duplicates win, as dict(zip(...))
     this.decoder = new Array(vocab.length).fill(undefined);
@@ -464,9 +490,9 @@ export class Tokenizer {
       this.charToByte.set(chars[i].codePointAt(0)!, bytes[i]);
     }
 
-    this.mergeLeft = new Int32Array(N_MERGES).fill(-1);
-    this.mergeRight = new Int32Array(N_MERGES).fill(-1);
-    this.mergeOut = new Int32Array(N_MERGES).fill(-1);
+    this.mergeLeft = new Int32Array(merges.length).fill(-1);
+    this.mergeRight = new Int32Array(merges.length).fill(-1);
+    this.mergeOut = new Int32Array(merges.length).fill(-1);
     merges.forEach(([a, b], r) => {
       const ia = this.encoder.get(a), ib = this.encoder.get(b);
       // A pair whose parts are not tokens can never form during BPE: skip it.
@@ -496,8 +522,8 @@ export class Tokenizer {
 
   private resetCache() {
     this.cache.clear();
-    this.cache.set("<|startoftext|>", [SOT]);
-    this.cache.set("<|endoftext|>", [EOT]);
+    this.cache.set("<|startoftext|>", [this.sot]);
+    this.cache.set("<|endoftext|>", [this.eot]);
   }
 
   /** BPE ids of one pre-tokenised word (cached). */
@@ -557,8 +583,9 @@ export class Tokenizer {
   }
 
   /**
-   * `clip.tokenize`: [n, contextLength] row-major ids, each row `49406 … 49407` then zeros.
-   * Too long: with `truncate`, cut to contextLength keeping 49407 last; otherwise throw.
+   * `clip.tokenize`: [n, contextLength] row-major ids, each row `sot … eot` then zeros (49406,
+   * 49407 in OpenAI's vocabulary). Too long: with `truncate`, cut to contextLength keeping eot last;
+   * otherwise throw.
    */
   tokenize(texts: string[] | string, contextLength = CONTEXT_LENGTH, truncate = true): Int32Array {
     const list = typeof texts === "string" ? [texts] : texts;
@@ -569,7 +596,7 @@ export class Tokenizer {
     }
     const out = new Int32Array(list.length * contextLength);
     list.forEach((text, i) => {
-      const ids = [SOT, ...this.encode(text), EOT];
+      const ids = [this.sot, ...this.encode(text), this.eot];
       if (ids.length > contextLength) {
         if (!truncate) {
           const shown = text.length > 200 ? text.slice(0, 200) + "…" : text;
@@ -579,7 +606,7 @@ export class Tokenizer {
           );
         }
         ids.length = contextLength;
-        ids[contextLength - 1] = EOT;
+        ids[contextLength - 1] = this.eot;
       }
       out.set(ids, i * contextLength);
     });

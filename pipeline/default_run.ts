@@ -239,6 +239,14 @@ const SMALL = {
   embedDim: 64,
 };
 
+/**
+ * The small CLIP's vocabulary: learnt from its own pretraining captions (model/bpe_learn.ts), at
+ * most this many merges, so that the run needs no downloaded file; `--vocab FILE` uses that file
+ * (OpenAI's) instead. The pretraining world's 10,000 captions hold 44 distinct words, each one
+ * token after 124 merges, where the learner stops (no pair is left): a 638-row token table.
+ */
+const LEARN_MERGES = 1000;
+
 /** Pretrains the small CLIP (cached at `out`) with the default run's settings (`world`: the
  * world's, `WORLD_PRETRAIN`). */
 async function pretrainSmall(
@@ -253,7 +261,7 @@ async function pretrainSmall(
     ...(world ? WORLD_PRETRAIN.options : {}),
     data,
     out,
-    vocab: o.vocab,
+    ...(o.vocab ? { vocab: o.vocab } : { learnVocab: LEARN_MERGES }),
     config: pretrainConfig(world ? { ...SMALL, ...WORLD_PRETRAIN.config } : SMALL),
     epochs: world ? WORLD_PRETRAIN.epochs[o.smoke ? "smoke" : "full"] : size.epochs,
     batch: 32,
@@ -395,8 +403,9 @@ async function pretrainPerDomain(
  * and targets only add runs). */
 function recipeOf(o: DefaultRunOptions, size: Size) {
   return {
-    recipe: 1,
+    recipe: 2,
     data: o.data ?? null,
+    vocab: o.vocab ? "given" : { learnMerges: LEARN_MERGES },
     size,
     model: SMALL,
     ...(o.data ? { plan: { ...PLAN, ...PLAN_DATA } } : {

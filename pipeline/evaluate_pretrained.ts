@@ -20,6 +20,7 @@ import * as T from "../engine/mod.ts";
 import type { Tensor } from "../engine/mod.ts";
 import { CLIP } from "../model/clip.ts";
 import { findVocab, Tokenizer } from "../model/tokenizer.ts";
+import { vocabFor } from "../model/load.ts";
 import { loadClipStateDict } from "../model/hf.ts";
 import { looksLikeSafetensors, parseSafetensors } from "../model/safetensors.ts";
 import { folderClassName } from "./data.ts";
@@ -197,7 +198,9 @@ export async function evaluatePretrained(o: EvaluateOptions): Promise<EvalReport
     const seenInTraining = !(holdout > 0);
     const { train, test } = splitPairs(data, seenInTraining ? 0.3 : holdout, seed);
     if (!test.length) throw new Error(`no held-out pairs (holdout ${holdout}, seed ${seed})`);
-    const tok = await Tokenizer.load(findVocab(o.vocab));
+    const tok = await Tokenizer.load(
+      typeof o.model === "string" ? await vocabFor(o.model, o.vocab) : findVocab(o.vocab),
+    );
     const plainT = o.templates?.plain ?? PLAIN_TEMPLATE;
     const domainT = o.templates?.domain ?? DOMAIN_TEMPLATE;
     const C = data.classnames.length;

@@ -35,6 +35,8 @@ import type { Tensor } from "../engine/mod.ts";
 import { clampLogitScale, infoNCE, protoclipExtension } from "./protoclip.ts";
 import { CLIP, type ClipConfig, eotPositions, initOf } from "../model/clip.ts";
 import { findVocab, Tokenizer, VOCAB_SIZE } from "../model/tokenizer.ts";
+import { learnBpe, writeVocab } from "../model/bpe_learn.ts";
+import { VOCAB_META, vocabBeside } from "../model/load.ts";
 import { decodeImage } from "../model/image.ts";
 import { clipPreprocess } from "../model/preprocess.ts";
 import { type HostWeight, type StateDict, toFloat32 } from "../model/weights.ts";
@@ -506,8 +508,15 @@ export interface PretrainOptions {
   /** Max global gradient norm (0 disables). */
   gradClip?: number;
   seed?: number;
-  /** The BPE vocabulary file (see findVocab). */
+  /** The BPE vocabulary file (see findVocab); OpenAI's by default. */
   vocab?: string;
+  /**
+   * Learn a byte-level BPE vocabulary of (at most) this many merges from the training captions
+   * (model/bpe_learn.ts) instead of reading one: it is written beside the checkpoint
+   * (`vocabBeside(out)`), recorded in its metadata, and sizes the token table (512 + merges + 2
+   * rows), so that the model needs no downloaded file. Not with `vocab`.
+   */
+  learnVocab?: number;
   /** Fraction of pairs held out of training (by path hash). */
   holdout?: number;
   /** Continue from `<out>.resume.safetensors` when it exists. */
@@ -755,7 +764,29 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
   const warmup = o.warmup ?? Math.min(2000, Math.floor(totalSteps / 10));
   const schedule = T.cosineSchedule({ baseLr: lr, totalSteps, warmupSteps: warmup });
 
-  const tokenizer = await Tokenizer.load(findVocab(o.vocab));
+  let tokenizer: Tokenizer, learnt: { file: string; merges: number; sha256: string } | null = null;
+  if (o.learnVocab !== undefined) {
+    if (o.vocab) throw new Error("pretrain: give either vocab (a file) or learnVocab, not both");
+    if (!(Number.isInteger(o.learnVocab) && o.learnVocab >= 1)) {
+      throw new Error(`pretrain: learnVocab must be a whole number ≥ 1, got ${o.learnVocab}`);
+    }
+    const bpe = learnBpe(train.flatMap((i) => data.captions[i]), o.learnVocab);
+    const file = vocabBeside(o.out);
+    await writeVocab(file, bpe);
+    tokenizer = new Tokenizer(bpe.text, file);
+    learnt = { file: file.split("/").pop()!, merges: bpe.merges.length, sha256: sha256(bpe.text) };
+    config.vocabSize = tokenizer.vocabSize;
+    log(
+      `learnt a vocabulary of ${bpe.merges.length} merges (${tokenizer.vocabSize} tokens) from ` +
+        `${bpe.words} distinct words of the training captions → ${file}`,
+    );
+  } else tokenizer = await Tokenizer.load(findVocab(o.vocab));
+  if (tokenizer.vocabSize > config.vocabSize) {
+    throw new Error(
+      `pretrain: the vocabulary ${tokenizer.source} has ${tokenizer.vocabSize} tokens, more than ` +
+        `the model's ${config.vocabSize} token rows`,
+    );
+  }
   const ctx = config.contextLength;
   const capStart = new Int32Array(data.captions.length + 1);
   data.captions.forEach((c, i) => (capStart[i + 1] = capStart[i] + c.length));
@@ -787,6 +818,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
     positives,
     textLrScale,
     unlockWarmup,
+    learnVocab: learnt?.merges ?? null,
   };
   const identity = {
     config,
@@ -805,6 +837,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
     ...(textLrScale !== 1 ? { textLrScale } : {}),
     ...(unlockWarmup ? { unlockWarmup } : {}),
     ...(whitenInit ? { whitenInit } : {}),
+    ...(learnt ? { vocab: learnt } : {}),
     extension: ext?.name ?? null,
   };
 
@@ -1050,6 +1083,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
     await saveSafetensors(o.out, sd, {
       format: "pt",
       "clipkit.pretrain": JSON.stringify(info),
+      ...(learnt ? { [VOCAB_META]: JSON.stringify(learnt) } : {}),
     });
     // the resume state: model, AdamW moments, extension tensors
     const state: StateDict = new Map(sd);
@@ -1292,7 +1326,9 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
 const USAGE = `usage: deno task pretrain --data DIR --out model.safetensors [options]
   --epochs N (10)  --batch N (64)  --lr X (5e-4)  --warmup STEPS (10% ≤ 2000)  --wd X (0.2)
   --captions FILE (a captions.jsonl other than the dataset's own)
-  --grad-clip X (1; 0 = off)  --seed N (0)  --holdout F (0.1)  --vocab FILE  --resume
+  --grad-clip X (1; 0 = off)  --seed N (0)  --holdout F (0.1)  --resume
+  --vocab FILE (OpenAI's BPE merges; default the cache)  --learn-vocab N (learn N merges from the
+    training captions instead, written beside --out as NAME.bpe.txt.gz and found there by every command)
   --image-size PX (32)  --patch PX (4)  --vision-width N (128)  --vision-layers N (4)
   --text-width N (128)  --text-layers N (4)  --context N (32)  --embed N (128)
   --embed-rows seen|all (seen)  --embed-init-std X (0.02, OpenAI's)  --logit-scale-init X (14.3)  --centre-init  --whiten-init  --lock-text-epochs N (0)  --batch-by-domain
@@ -1320,6 +1356,7 @@ export async function main(args: string[]): Promise<number> {
         seed: str,
         holdout: str,
         vocab: str,
+        "learn-vocab": str,
         resume: { type: "boolean" },
         "image-size": str,
         patch: str,
@@ -1395,6 +1432,7 @@ export async function main(args: string[]): Promise<number> {
     seed: num("seed"),
     holdout: num("holdout", false),
     vocab: v.vocab,
+    learnVocab: num("learn-vocab"),
     resume: v.resume,
     embedRows: v["embed-rows"] as "seen" | "all" | undefined,
     embedInitStd: num("embed-init-std", false),

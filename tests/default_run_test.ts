@@ -1,27 +1,39 @@
 /** `deno task train --smoke`: the offline default run end to end at its reduced size. */
-import { assert, setup, sharedDir } from "./util.ts";
+import { assert, setup } from "./util.ts";
 import { main } from "../pipeline/train_cli.ts";
 
 await setup();
 
-Deno.test("the default run (--smoke) generates, pretrains, trains every method per held-out domain and reports", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "default-smoke-" });
-  const lines: string[] = [];
-  const log = console.log;
-  console.log = (...a: unknown[]) => lines.push(a.join(" "));
-  let code: number;
-  try {
-    code = await main([
-      "--smoke",
-      "--dir",
-      dir,
-      "--vocab",
-      `${sharedDir()}clip/bpe_simple_vocab_16e6.txt.gz`,
-    ]);
-  } finally {
-    console.log = log;
-  }
-  assert.equal(code, 0);
+Deno.test("the default run (--smoke) on a fresh machine: empty HOME and cache, no ../shared; generates, pretrains, trains every method per held-out domain and reports", async () => {
+  // as a new user runs it: `deno task train --smoke` in a process of its own, from a folder with
+  // no ../shared beside it, with HOME and CLIPKIT_CACHE new and empty (the small CLIP learns its
+  // own vocabulary, so nothing is downloaded or read from outside the checkout)
+  const root = new URL("..", import.meta.url).pathname;
+  const fresh = await Deno.makeTempDir({ prefix: "fresh-machine-" });
+  const dir = `${fresh}/run`;
+  for (const d of ["home", "cache", "cwd"]) await Deno.mkdir(`${fresh}/${d}`);
+  const env: Record<string, string> = {
+    PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
+    HOME: `${fresh}/home`,
+    CLIPKIT_CACHE: `${fresh}/cache`,
+    DENO_WEBGPU_BACKEND: Deno.env.get("DENO_WEBGPU_BACKEND") ?? "vulkan",
+    NO_COLOR: "1",
+  };
+  // Deno's own module cache is not the toolkit's: keep it so the test needs no registry
+  env.DENO_DIR = Deno.env.get("DENO_DIR") ?? `${Deno.env.get("HOME")}/.cache/deno`;
+  const run = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--config", `${root}deno.json`, `${root}pipeline/train_cli.ts`, "--smoke"]
+      .concat(["--dir", dir]),
+    cwd: `${fresh}/cwd`,
+    env,
+    clearEnv: true,
+  }).output();
+  const err = new TextDecoder().decode(run.stderr);
+  const code = run.code;
+  const lines = [new TextDecoder().decode(run.stdout)];
+  assert.equal(code, 0, err);
+  assert.doesNotMatch(err, /XDG_RUNTIME_DIR/);
+  assert.deepEqual([...Deno.readDirSync(`${fresh}/cache`)], [], "nothing was put in the cache");
   const out = lines.join("\n");
   for (const m of ["zeroshot", "coop", "cocoop", "maple", "gopro", "clip-adapter", "tip-adapter"]) {
     assert.match(out, new RegExp(`\\| ${m}( \\(.*\\))? \\|`), `the table has a row for ${m}`);
@@ -34,6 +46,7 @@ Deno.test("the default run (--smoke) generates, pretrains, trains every method p
       "report/report.json",
       "pretrained-eval.json",
       "clip-small.safetensors",
+      "clip-small.bpe.txt.gz",
     ]
   ) {
     await Deno.stat(`${dir}/${f}`);
@@ -46,6 +59,10 @@ Deno.test("the default run (--smoke) generates, pretrains, trains every method p
   const meta = JSON.parse(st.metadata["clipkit.pretrain"]);
   assert.equal(meta.config.contextLength, 12);
   assert.equal(meta.config.transformerLayers, 1);
+  // its vocabulary was learnt from the pretraining world's captions and sizes the token table
+  const learnt = JSON.parse(st.metadata["clipkit.vocab"]);
+  assert.equal(learnt.file, "clip-small.bpe.txt.gz");
+  assert.equal(meta.config.vocabSize, 512 + learnt.merges + 2);
   assert.deepEqual(
     [
       meta.hyper.batchByDomain,
@@ -57,16 +74,11 @@ Deno.test("the default run (--smoke) generates, pretrains, trains every method p
   );
   // a second call finds everything cached and redoes nothing
   const t0 = performance.now();
+  const log = console.log;
   console.log = () => {};
   try {
     assert.equal(
-      await main([
-        "--smoke",
-        "--dir",
-        dir,
-        "--vocab",
-        `${sharedDir()}clip/bpe_simple_vocab_16e6.txt.gz`,
-      ]),
+      await main(["--smoke", "--dir", dir]),
       0,
     );
   } finally {
@@ -75,18 +87,17 @@ Deno.test("the default run (--smoke) generates, pretrains, trains every method p
   assert.ok(performance.now() - t0 < 30_000, "the cached rerun retrained something");
   // a folder made with other settings, or before recipe.json, is refused and left as it is
   const { defaultRun } = await import("../pipeline/default_run.ts");
-  const vocab = `${sharedDir()}clip/bpe_simple_vocab_16e6.txt.gz`;
   const recipe = JSON.parse(await Deno.readTextFile(`${dir}/recipe.json`));
   recipe.world.WORLD_PRETRAIN.options.lockTextEpochs = 1;
   await Deno.writeTextFile(`${dir}/recipe.json`, JSON.stringify(recipe));
   const model = await Deno.readFile(`${dir}/clip-small.safetensors`);
   await assert.rejects(
-    () => defaultRun({ smoke: true, dir, vocab, log: () => {} }),
+    () => defaultRun({ smoke: true, dir, log: () => {} }),
     /was made with other settings .*recipe\.json/,
   );
   await Deno.remove(`${dir}/recipe.json`);
   await assert.rejects(
-    () => defaultRun({ smoke: true, dir, vocab, log: () => {} }),
+    () => defaultRun({ smoke: true, dir, log: () => {} }),
     /made before .*recorded the settings/,
   );
   assert.deepEqual(await Deno.readFile(`${dir}/clip-small.safetensors`), model);
@@ -100,16 +111,14 @@ Deno.test("the default run on a domain-folder dataset pretrains without the held
   const dir = await Deno.makeTempDir({ prefix: "default-data-" });
   const data = `${dir}/data`;
   writeWorld(data, generateWorld({ seed: 5, size: 32, perClassPerDomain: 6 }), { force: true });
-  const vocab = `${sharedDir()}clip/bpe_simple_vocab_16e6.txt.gz`;
   await assert.rejects(
-    () => defaultRun({ data, dir, vocab, smoke: true, targets: ["clay"], log: () => {} }),
+    () => defaultRun({ data, dir, smoke: true, targets: ["clay"], log: () => {} }),
     /no domain "clay"/,
   );
   const lines: string[] = [];
   const r = await defaultRun({
     data,
     dir,
-    vocab,
     smoke: true,
     targets: ["sketch"],
     methods: ["zeroshot", "tip-adapter"],
