@@ -7,6 +7,7 @@ import { parseArgs } from "node:util";
 import { initEngine } from "../engine/device.ts";
 import type { Row } from "./common.ts";
 import { benchEngine } from "./engine.ts";
+import { runCommand } from "../pipeline/cli/args.ts";
 
 const SUITES: Record<string, () => Promise<Row[]>> = {
   engine: benchEngine,
@@ -22,15 +23,30 @@ async function optional(name: string, file: string, fn: string) {
   }
 }
 
-if (import.meta.main) {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: {
-      quick: { type: "boolean", default: false },
-      only: { type: "string" },
-      json: { type: "string" },
-    },
-  });
+const USAGE = `usage: deno task bench [--quick] [--only engine,matmul,nn,clip,methods] [--json FILE]
+  kernel and model benchmarks on the current adapter, printed as a table; --json also writes them
+  (naming the adapter); --quick runs fewer iterations`;
+
+export async function main(args: string[]): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args,
+      options: {
+        quick: { type: "boolean", default: false },
+        only: { type: "string" },
+        json: { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+    }));
+  } catch (err) {
+    console.error(`${(err as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  if (values.help) {
+    console.log(USAGE);
+    return 0;
+  }
   if (values.quick) Deno.env.set("BENCH_QUICK", "1");
   await optional("matmul", "./matmul.ts", "benchMatmul");
   if (SUITES.matmul) {
@@ -63,7 +79,7 @@ if (import.meta.main) {
   for (const name of only ?? []) {
     if (!SUITES[name]) {
       console.error(`--only: unknown suite "${name}" (known: ${Object.keys(SUITES).join(", ")})`);
-      Deno.exit(2);
+      return 2;
     }
   }
   const rows: Row[] = [];
@@ -95,4 +111,7 @@ if (import.meta.main) {
     await Deno.writeTextFile(values.json, JSON.stringify(out, null, 2));
     console.log(`wrote ${values.json}`);
   }
+  return 0;
 }
+
+if (import.meta.main) await runCommand(main);

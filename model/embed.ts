@@ -88,5 +88,3 @@ export async function main(args: string[]): Promise<number> {
   model.dispose();
   return 0;
 }
-
-if (import.meta.main) Deno.exit(await main(Deno.args));

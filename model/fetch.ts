@@ -392,5 +392,3 @@ export async function main(args: string[]): Promise<number> {
   }
   return 0;
 }
-
-if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -90,5 +90,3 @@ export async function main(args: string[]): Promise<number> {
   console.log(`${done} image(s) classified${skipped ? `, ${skipped} skipped (unreadable)` : ""}`);
   return done || !paths.length ? 0 : 1;
 }
-
-if (import.meta.main) Deno.exit(await main(Deno.args));

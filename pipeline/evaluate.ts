@@ -88,13 +88,37 @@ export async function evaluateRun(
   return result;
 }
 
+const USAGE = `usage: deno task eval --run runs/NAME [--data DIR|ZIP|CSV]
+  the final evaluation of a trained run (the only reader of its test split): writes metrics.json
+  and predictions.csv into the run folder; --data reads the images from another copy of the dataset`;
+
 export async function main(args: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args,
-    options: { run: { type: "string" }, data: { type: "string" } },
-  });
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args,
+      options: {
+        run: { type: "string" },
+        data: { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+    }));
+  } catch (err) {
+    console.error(`${(err as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  if (values.help) {
+    console.log(USAGE);
+    return 0;
+  }
   if (!values.run) {
-    console.error("usage: deno task eval --run runs/NAME [--data DIR|ZIP]");
+    console.error(`--run is required\n${USAGE}`);
+    return 2;
+  }
+  if (!(await Deno.stat(`${values.run}/run.json`).catch(() => null))?.isFile) {
+    console.error(
+      `--run ${values.run}: no run.json there; give the folder a \`deno task train --out\` wrote`,
+    );
     return 2;
   }
   const r = await evaluateRun(values.run, { data: values.data });
@@ -115,5 +139,3 @@ export async function main(args: string[]): Promise<number> {
   console.log(`wrote ${values.run}/metrics.json and ${values.run}/predictions.csv`);
   return 0;
 }
-
-if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -310,7 +310,7 @@ export async function evaluatePretrained(o: EvaluateOptions): Promise<EvalReport
 // ---------------------------------------------------------------------------------------------
 // CLI
 
-const USAGE = `usage: deno run -A pipeline/evaluate_pretrained.ts --model FILE --data DIR
+const USAGE = `usage: deno task eval-pretrained --model FILE --data DIR
   [--vocab FILE] [--holdout F] [--seed N] [--batch N] [--out report.json]
   [--plain-template "a photo of a {class}."] [--domain-template "a {domain} of a {class}."]`;
 
@@ -367,5 +367,3 @@ export async function main(args: string[]): Promise<number> {
     return 1;
   }
 }
-
-if (import.meta.main) Deno.exit(await main(Deno.args));

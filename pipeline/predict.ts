@@ -343,5 +343,3 @@ export async function main(args: string[]): Promise<number> {
     run.dispose();
   }
 }
-
-if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -1479,5 +1479,3 @@ export async function main(args: string[]): Promise<number> {
     return 1;
   }
 }
-
-if (import.meta.main) Deno.exit(await main(Deno.args));

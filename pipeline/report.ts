@@ -941,5 +941,3 @@ export async function main(args: string[]): Promise<number> {
   console.log(`wrote ${out}/report.md, ${out}/report.json and ${out}/report.svg`);
   return r.runs.length ? 0 : 1;
 }
-
-if (import.meta.main) Deno.exit(await main(Deno.args));

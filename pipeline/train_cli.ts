@@ -56,6 +56,9 @@ export function parseTrainArgs(args: string[]): TrainConfig {
   for (const f of ["method", "model", "data", "out"] as const) {
     if (!values[f]) throw new Error(`--${f} is required`);
   }
+  if (!(values.method! in METHODS)) {
+    throw new Error(`--method: unknown method "${values.method}"`);
+  }
   if (!["last", "val"].includes(values.select!)) {
     throw new Error(`--select: "last" or "val", got "${values.select}"`);
   }
@@ -88,35 +91,55 @@ export function parseTrainArgs(args: string[]): TrainConfig {
   };
 }
 
+const DEFAULT_USAGE =
+  `without --method: deno task train [--smoke] [--dir runs/default] [--vocab FILE] [--seeds 1,2,3]
+    [--data DOMAIN_FOLDERS --targets sketch,...]
+  generates a synthetic world, pretrains a small CLIP (with a vocabulary learnt from its captions,
+  or --vocab FILE), and compares the methods leaving one domain out; with --data, runs on that
+  dataset instead, pretraining one small CLIP per held-out domain on the others`;
+
 export async function main(args: string[]): Promise<number> {
   // no method: the offline default run (synthetic world, small CLIP, every method)
   if (!args.some((a) => a === "--method" || a.startsWith("--method="))) {
-    const { values } = parseArgs({
-      args,
-      options: {
-        smoke: { type: "boolean", default: false },
-        dir: { type: "string" },
-        vocab: { type: "string" },
-        seeds: { type: "string" },
-        data: { type: "string" },
-        targets: { type: "string" },
-        help: { type: "boolean", short: "h" },
-      },
-    });
+    let values;
+    try {
+      ({ values } = parseArgs({
+        args,
+        options: {
+          smoke: { type: "boolean", default: false },
+          dir: { type: "string" },
+          vocab: { type: "string" },
+          seeds: { type: "string" },
+          data: { type: "string" },
+          targets: { type: "string" },
+          help: { type: "boolean", short: "h" },
+        },
+      }));
+    } catch (err) {
+      console.error(`${(err as Error).message}\n${USAGE}\n\n${DEFAULT_USAGE}`);
+      return 2;
+    }
     if (values.help) {
-      console.log(
-        `${USAGE}\n\nwithout --method: deno task train [--smoke] [--dir runs/default] [--vocab FILE] [--seeds 1,2,3]\n    [--data DOMAIN_FOLDERS --targets sketch,...]\n  generates a synthetic world, pretrains a small CLIP, and compares the methods leaving one domain out;\n  with --data, runs on that dataset instead, pretraining one small CLIP per held-out domain on the others`,
-      );
+      console.log(`${USAGE}\n\n${DEFAULT_USAGE}`);
       return 0;
+    }
+    const seeds = values.seeds?.split(",").map(Number);
+    if (seeds && !seeds.every((s) => Number.isInteger(s) && s >= 0)) {
+      console.error(`--seeds: expected whole numbers separated by commas, got "${values.seeds}"`);
+      return 2;
     }
     await defaultRun({
       smoke: values.smoke,
       dir: values.dir,
       vocab: values.vocab,
-      seeds: values.seeds?.split(",").map(Number),
+      seeds,
       data: values.data,
       targets: values.targets?.split(","),
     });
+    return 0;
+  }
+  if (args.includes("--help") || args.includes("-h")) {
+    console.log(USAGE);
     return 0;
   }
   let config: TrainConfig;
@@ -126,19 +149,11 @@ export async function main(args: string[]): Promise<number> {
     console.error(`${(err as Error).message}\n${USAGE}`);
     return 2;
   }
-  try {
-    const info = await train(config);
-    if (!config.dryRun) {
-      console.log(
-        `run saved in ${config.out} (run.json, checkpoint.safetensors, split.json); evaluate with: deno task eval --run ${config.out}`,
-      );
-    }
-    void info;
-    return 0;
-  } catch (err) {
-    console.error(`error: ${(err as Error).message}`);
-    return 1;
+  await train(config);
+  if (!config.dryRun) {
+    console.log(
+      `run saved in ${config.out} (run.json, checkpoint.safetensors, split.json); evaluate with: deno task eval --run ${config.out}`,
+    );
   }
+  return 0;
 }
-
-if (import.meta.main) Deno.exit(await main(Deno.args));

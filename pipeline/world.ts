@@ -1252,6 +1252,13 @@ export function main(args: string[]): number {
     (a.help ? console.log : console.error)(USAGE);
     return a.help ? 0 : 2;
   }
+  const bad = ["seed", "size", "per", "snap", "terse"].find((k) =>
+    a[k] !== undefined && (a[k].trim() === "" || !Number.isFinite(Number(a[k])))
+  );
+  if (bad) {
+    console.error(`--${bad}: expected a number, got "${a[bad]}"\n${USAGE}`);
+    return 2;
+  }
   const num = (k: string, d: number) => (a[k] === undefined ? d : Number(a[k]));
   const list = (k: string) => a[k]?.split(",").map((s) => s.trim()).filter((s) => s);
   try {
@@ -1299,5 +1306,3 @@ export function main(args: string[]): number {
     return 1;
   }
 }
-
-if (import.meta.main) Deno.exit(main(Deno.args));

@@ -22,7 +22,7 @@ Deno.test("the default run (--smoke) on a fresh machine: empty HOME and cache, n
   // Deno's own module cache is not the toolkit's: keep it so the test needs no registry
   env.DENO_DIR = Deno.env.get("DENO_DIR") ?? `${Deno.env.get("HOME")}/.cache/deno`;
   const run = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--config", `${root}deno.json`, `${root}pipeline/train_cli.ts`, "--smoke"]
+    args: ["run", "-A", "--config", `${root}deno.json`, `${root}pipeline/cli/train.ts`, "--smoke"]
       .concat(["--dir", dir]),
     cwd: `${fresh}/cwd`,
     env,
