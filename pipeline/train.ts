@@ -380,7 +380,12 @@ export async function train(config: TrainConfig): Promise<RunInfo> {
   for (const h of history) {
     if (h.valAccuracy > bestAcc) [bestAcc, selected] = [h.valAccuracy, h.epoch];
   }
-  const steps = Math.ceil(train.length / batchSize);
+  // Dassl's training loader (drop_last when the set holds a full batch): an incomplete last batch
+  // is dropped, so that every step sees batchSize images (GOPro's L_vcl needs two or more); the
+  // shuffle differs per epoch, so no image is always left out. A set smaller than one batch is
+  // one batch.
+  const steps = train.length >= batchSize ? Math.floor(train.length / batchSize) : 1;
+  const perEpoch = Math.min(steps * batchSize, train.length);
   const last = Math.min(epochs, config.stopAfter ?? epochs);
   for (let epoch = start; epoch < last && opt; epoch++) {
     const lr = schedule(epoch);
@@ -436,9 +441,9 @@ export async function train(config: TrainConfig): Promise<RunInfo> {
       if (pending.length >= 8 || b === steps - 1) await drain();
       const secs = (performance.now() - t0) / 1000;
       const ips = seen / secs;
-      const eta = ((train.length - seen) / ips) + (epochs - epoch - 1) * (train.length / ips);
+      const eta = ((perEpoch - seen) / ips) + (epochs - epoch - 1) * (perEpoch / ips);
       say(
-        `epoch ${epoch + 1}/${epochs} ${bar(seen / train.length)} loss ${
+        `epoch ${epoch + 1}/${epochs} ${bar(seen / perEpoch)} loss ${
           (lossSum / Math.max(seen - pending.reduce((a, p) => a + p.n, 0), 1)).toFixed(4)
         } ` +
           `lr ${lr.toExponential(2)} ${ips.toFixed(1)} img/s ETA ${fmtTime(eta)}`,
@@ -453,11 +458,11 @@ export async function train(config: TrainConfig): Promise<RunInfo> {
     const rec: EpochRecord = {
       epoch,
       lr,
-      loss: lossSum / train.length,
-      terms: Object.fromEntries(Object.entries(termSums).map(([k, v]) => [k, v / train.length])),
+      loss: lossSum / perEpoch,
+      terms: Object.fromEntries(Object.entries(termSums).map(([k, v]) => [k, v / perEpoch])),
       valAccuracy: val ? val.correct / val.total : NaN,
       seconds,
-      imagesPerSecond: train.length / seconds,
+      imagesPerSecond: perEpoch / seconds,
     };
     history.push(rec);
     say(
@@ -476,9 +481,12 @@ export async function train(config: TrainConfig): Promise<RunInfo> {
   }
   if (config.select !== "val") selected = Math.max(epochs - 1, 0);
   // training-free methods and hyperparameter searches run on validation, never on test
-  if (s.instance.tune && valFeats) {
+  if (s.instance.tune && valFeats && s.split.val.length) {
     const found = await s.instance.tune(valFeats);
     say(`tuned on validation: ${JSON.stringify(found)}`, true);
+  } else if (s.instance.tune) {
+    // few shots and a small validation fraction can leave no validation image at all
+    say(`no validation images to tune ${m.name} on: its options' values are kept`, true);
   }
   if (!opt || s.instance.tune) {
     await saveCheckpoint(ckFile, s, opt, Math.max(epochs - 1, 0), history);
