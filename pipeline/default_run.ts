@@ -57,7 +57,14 @@ export interface DefaultRunOptions {
  */
 const PLAN: Record<
   string,
-  { epochs?: number; batch?: number; lr?: number; options?: Record<string, unknown> }
+  {
+    /** the method, when the entry's name is not one (an ablation of it) */
+    method?: string;
+    epochs?: number;
+    batch?: number;
+    lr?: number;
+    options?: Record<string, unknown>;
+  }
 > = {
   zeroshot: {},
   coop: { epochs: 15, lr: 0.1, options: { initPhrase: "a photo of a" } },
@@ -115,7 +122,13 @@ export async function defaultRun(o: DefaultRunOptions = {}) {
     (o.data ? "runs/default-data" : o.smoke ? "runs/default-smoke" : "runs/default");
   const seeds = o.seeds ?? (o.smoke ? [1] : [1, 2, 3]);
   const methods = o.methods ?? Object.keys(PLAN);
-  for (const m of methods) if (!(m in PLAN)) throw new Error(`unknown method "${m}"`);
+  for (const m of methods) {
+    if (!(m in PLAN)) {
+      throw new Error(
+        `unknown method "${m}" (the default run has ${Object.keys(PLAN).join(", ")})`,
+      );
+    }
+  }
   const t0 = performance.now();
   const elapsed = () => `${((performance.now() - t0) / 1000).toFixed(0)} s`;
   await initEngine();
@@ -129,7 +142,9 @@ export async function defaultRun(o: DefaultRunOptions = {}) {
 
   // 3. leave one domain out, every method and seed
   const runs: string[] = [];
+  // per method, in the same (target, seed) order: paired across methods
   const source: Record<string, number[]> = {};
+  const heldOut: Record<string, number[]> = {};
   let k = 0;
   const total = targets.length * seeds.length * methods.length;
   for (const target of targets) {
@@ -140,7 +155,7 @@ export async function defaultRun(o: DefaultRunOptions = {}) {
         k++;
         if (!(await exists(`${out}/metrics.json`))) {
           const cfg: TrainConfig = {
-            method,
+            method: plan.method ?? method,
             options: plan.options,
             model: modelFor(target),
             vocab: o.vocab,
@@ -163,6 +178,7 @@ export async function defaultRun(o: DefaultRunOptions = {}) {
         const m = JSON.parse(await Deno.readTextFile(`${out}/metrics.json`));
         const info = JSON.parse(await Deno.readTextFile(`${out}/run.json`));
         (source[method] ??= []).push(info.valAccuracy);
+        (heldOut[method] ??= []).push(m.sets[target].top1);
         log(
           `[${elapsed()}] ${k}/${total} ${method.padEnd(12)} target ${
             target.padEnd(8)
@@ -196,6 +212,12 @@ export async function defaultRun(o: DefaultRunOptions = {}) {
   await Deno.writeTextFile(`${dir}/report/source-domains.md`, srcMd);
   await Deno.writeTextFile(`${dir}/report/source-domains.json`, JSON.stringify(source, null, 2));
   log(srcMd);
+  if (heldOut.zeroshot) {
+    const paired = pairedGains(heldOut, source, "zeroshot");
+    await Deno.writeTextFile(`${dir}/report/paired.md`, paired.markdown);
+    await Deno.writeTextFile(`${dir}/report/paired.json`, JSON.stringify(paired.rows, null, 2));
+    log(paired.markdown);
+  }
   log(
     `[${elapsed()}] report: ${dir}/report/report.md, report.svg, report.json; pretrained CLIP: ${dir}/pretrained-eval.json`,
   );
@@ -206,6 +228,56 @@ export async function defaultRun(o: DefaultRunOptions = {}) {
     pretrained: o.data ? pretrained : pretrained["*"],
     seconds: (performance.now() - t0) / 1000,
   };
+}
+
+/** One method's paired differences from the baseline over the same runs (target × seed). */
+export interface PairedGain {
+  method: string;
+  runs: number;
+  /** mean difference, its standard error, and how many runs were higher / lower */
+  heldOut: { mean: number; se: number; higher: number; lower: number };
+  source: { mean: number; se: number; higher: number; lower: number };
+}
+
+/**
+ * Each method against `base` run by run (the same target, seed and split): the mean paired
+ * difference in accuracy points, its standard error (sd / √n) and the sign counts. Small gaps
+ * between methods are read from these, not from the means' overlapping spreads.
+ */
+export function pairedGains(
+  heldOut: Record<string, number[]>,
+  source: Record<string, number[]>,
+  base: string,
+): { rows: PairedGain[]; markdown: string } {
+  const stats = (x: number[], b: number[]) => {
+    const d = x.map((v, i) => 100 * (v - b[i]));
+    const mean = d.reduce((a, v) => a + v, 0) / d.length;
+    const sd = d.length > 1
+      ? Math.sqrt(d.reduce((a, v) => a + (v - mean) ** 2, 0) / (d.length - 1))
+      : 0;
+    return {
+      mean,
+      se: sd / Math.sqrt(d.length),
+      higher: d.filter((v) => v > 1e-9).length,
+      lower: d.filter((v) => v < -1e-9).length,
+    };
+  };
+  const rows = Object.keys(heldOut).filter((m) => m !== base).map((method) => ({
+    method,
+    runs: heldOut[method].length,
+    heldOut: stats(heldOut[method], heldOut[base]),
+    source: stats(source[method], source[base]),
+  }));
+  const cell = (g: PairedGain["source"], n: number) =>
+    `${g.mean >= 0 ? "+" : ""}${g.mean.toFixed(2)} ± ${
+      g.se.toFixed(2)
+    } (${g.higher}↑ ${g.lower}↓ of ${n})`;
+  const markdown = `## Paired against ${base} (the same target, seed and split)\n\n` +
+    `| Method | held-out style, points | source domains (validation), points |\n|:---|---:|---:|\n` +
+    rows.map((r) => `| ${r.method} | ${cell(r.heldOut, r.runs)} | ${cell(r.source, r.runs)} |`)
+      .join("\n") +
+    `\n\nMean paired difference ± its standard error; ↑/↓: runs above / below ${base}.\n`;
+  return { rows, markdown };
 }
 
 type Size = typeof SIZES.full;

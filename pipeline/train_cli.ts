@@ -45,12 +45,22 @@ export function parseTrainArgs(args: string[]): TrainConfig {
       quiet: { type: "boolean", default: false },
     },
   });
-  const num = (flag: string, v: string | undefined, int = true) => {
+  /** A numeric flag within [min, max) (max exclusive only for fractions), checked before any work. */
+  const num = (flag: string, v: string | undefined, int = true, min = 0, below = Infinity) => {
     if (v === undefined) return undefined;
     const n = Number(v);
-    if (!Number.isFinite(n) || (int && !Number.isInteger(n)) || n < 0) {
-      throw new Error(`--${flag}: expected a ${int ? "whole " : ""}number ≥ 0, got "${v}"`);
+    if (
+      v.trim() === "" || !Number.isFinite(n) || (int && !Number.isInteger(n)) || n < min ||
+      n >= below
+    ) {
+      const range = below < Infinity ? `in [${min}, ${below})` : `≥ ${min}`;
+      throw new Error(`--${flag}: expected a ${int ? "whole " : ""}number ${range}, got "${v}"`);
     }
+    return n;
+  };
+  const positive = (flag: string, v: string | undefined) => {
+    const n = num(flag, v, false);
+    if (n === 0) throw new Error(`--${flag}: expected a number > 0, got "${v}"`);
     return n;
   };
   for (const f of ["method", "model", "data", "out"] as const) {
@@ -75,15 +85,15 @@ export function parseTrainArgs(args: string[]): TrainConfig {
     vocab: values.vocab,
     data: values.data!,
     protocol: values.protocol as TrainConfig["protocol"],
-    shots: num("shots", values.shots),
+    shots: num("shots", values.shots, true, 1),
     seed: num("seed", values.seed)!,
     target: values.target,
-    valFraction: num("val-fraction", values["val-fraction"], false),
-    epochs: num("epochs", values.epochs),
-    batch: num("batch", values.batch),
-    lr: num("lr", values.lr, false),
+    valFraction: num("val-fraction", values["val-fraction"], false, 0, 1),
+    epochs: num("epochs", values.epochs, true, 1),
+    batch: num("batch", values.batch, true, 1),
+    lr: positive("lr", values.lr),
     select: values.select as "last" | "val",
-    cachePasses: num("cache-passes", values["cache-passes"]),
+    cachePasses: num("cache-passes", values["cache-passes"], true, 1),
     out: values.out!,
     resume: values.resume,
     dryRun: values["dry-run"],

@@ -46,6 +46,21 @@ Deno.test("every command: a user's mistake is one message naming what to fix, no
     ["train", ["--seeds", "1,x"], 2, /--seeds/],
     ["train", ["--method", "nosuch", "--model", "m", "--data", "d", "--out", "o"], 2, /nosuch/],
     ["train", ["--method", "coop", "--model", "m", "--data", "d"], 2, /--out is required/],
+    ...[
+      "--batch 0",
+      "--epochs 0",
+      "--shots 0",
+      "--lr 0",
+      "--lr -1",
+      "--val-fraction 1",
+      "--seed 1.5",
+    ]
+      .map((f): [string, string[], number, RegExp] => [
+        "train",
+        ["--method", "coop", "--model", "m", "--data", "d", "--out", "o", ...f.split(" ")],
+        2,
+        new RegExp(f.split(" ")[0]),
+      ]),
     [
       "train",
       ["--method", "coop", "--model", garbage, "--data", `${tmp}/nodata`, "--out", `${tmp}/r`],
