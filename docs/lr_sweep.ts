@@ -1,13 +1,13 @@
 /**
  * How the default run's learning rates were chosen (pipeline/default_run.ts, PLAN): each prompt
- * learner trained at rates above its paper's (the paper's own, and CoOp's 0.1, are the default run's
- * seed-1 runs) on the task world, leave-one-domain-out for every target,
- * seed 1, and scored on the source domains' validation split only (the held-out style is never
+ * learner trained at its paper's rate, 50× and 2,500× it (the small CLIP's token rows have std 1,
+ * OpenAI's 0.02), on the task world, leave-one-domain-out for every target, seed 1, and scored on the source domains' validation split only (the held-out style is never
  * read: this calls `train`, which seals the test split, and never `evaluateRun`).
  *
  *   deno run -A docs/lr_sweep.ts [runs/default] [method,...] > sweep.json
  *
- * It reads the world and the small CLIP a finished `deno task train` left in the folder.
+ * It reads the world and the small CLIP a finished `deno task train` left in the folder, and trains
+ * with the default run's training crop (the full area, `WORLD_CROP` in pipeline/default_run.ts).
  */
 import { train } from "../pipeline/train.ts";
 
@@ -18,11 +18,12 @@ const GRID: Record<
   string,
   { epochs: number; batch?: number; options?: Record<string, unknown>; lrs: number[] }
 > = {
-  coop: { epochs: 15, options: { initPhrase: "a photo of a" }, lrs: [1] },
-  cocoop: { epochs: 1, batch: 4, lrs: [0.1, 1] },
-  maple: { epochs: 1, lrs: [0.1, 1] },
-  gopro: { epochs: 1, batch: 12, lrs: [0.1, 1] },
-  "clip-adapter": { epochs: 10, lrs: [0.1, 1] },
+  // the paper's rate, ×50 (the token rows' std ratio, 1 / 0.02) and ×2,500 (its square)
+  coop: { epochs: 15, options: { initPhrase: "a photo of a" }, lrs: [0.002, 0.1, 5] },
+  cocoop: { epochs: 1, batch: 4, lrs: [0.002, 0.1, 5] },
+  maple: { epochs: 1, lrs: [0.0035, 0.175, 8.75] },
+  gopro: { epochs: 1, batch: 12, lrs: [0.002, 0.1, 5] },
+  "clip-adapter": { epochs: 10, lrs: [0.002, 0.1, 5] },
 };
 const targets = ["cartoon", "painting", "photo", "sketch"];
 const out: Record<string, Record<string, number[]>> = {};
@@ -45,6 +46,7 @@ for (const [method, g] of Object.entries(GRID)) {
         batch: g.batch,
         lr,
         valFraction: 0.25,
+        cropScale: [1, 1],
         out: `${tmp}/${method}-${lr}-${target}`,
         quiet: true,
       });

@@ -781,21 +781,39 @@ export type ViewFn = (
   size: number,
   out?: Float32Array,
   offset?: number,
+  opts?: ViewOptions,
 ) => Float32Array;
+
+/** Settings of the training views. */
+export interface ViewOptions {
+  /**
+   * The area range of the training views' RandomResizedCrop (Dassl's INPUT.RRCROP_SCALE): default
+   * (0.08, 1), as CoOp, CoCoOp, MaPLe and GOPro train on ImageNet-sized photos. Tip-Adapter's
+   * cache view keeps its own (0.5, 1).
+   */
+  cropScale?: readonly [number, number];
+}
+
+/** torchvision's and Dassl's RandomResizedCrop area range. */
+export const RRC_SCALE: readonly [number, number] = [0.08, 1];
 
 const finish = (img: RGBImage, out?: Float32Array, offset = 0) => toNormalizedCHW(img, out, offset);
 
 /** CoOp/GOPro training transform: RandomResizedCrop(0.08–1, bicubic), flip p = 0.5. */
-export const trainView: ViewFn = (img, rng, size, out, offset) =>
-  finish(randomHFlip(randomResizedCrop(img, rng, size, [0.08, 1]), rng), out, offset);
+export const trainView: ViewFn = (img, rng, size, out, offset, opts) =>
+  finish(
+    randomHFlip(randomResizedCrop(img, rng, size, opts?.cropScale ?? RRC_SCALE), rng),
+    out,
+    offset,
+  );
 
 /**
  * GOPro's MoCo-v3 view: RandomResizedCrop(0.08–1; bicubic here, MoCo v3's default is bilinear),
  * ColorJitter(0.4, 0.4, 0.2, 0.1) with p = 0.8, grayscale p = 0.2, Pillow Gaussian blur
  * σ ~ U(0.1, 2) with p = 1, flip p = 0.5; built from the decoded image, CLIP statistics.
  */
-export const mocoView: ViewFn = (img, rng, size, out, offset) => {
-  let x = randomResizedCrop(img, rng, size, [0.08, 1]);
+export const mocoView: ViewFn = (img, rng, size, out, offset, opts) => {
+  let x = randomResizedCrop(img, rng, size, opts?.cropScale ?? RRC_SCALE);
   x = randomApply(
     x,
     rng,
@@ -809,8 +827,14 @@ export const mocoView: ViewFn = (img, rng, size, out, offset) => {
 };
 
 /** GOPro's AugMix view of this image: RandomResizedCrop(0.08–1) + flip, then AugMix(3, 1–3, 1). */
-export const augmixView: ViewFn = (img, rng, size, out, offset) =>
-  augmix(randomHFlip(randomResizedCrop(img, rng, size, [0.08, 1]), rng), rng, {}, out, offset);
+export const augmixView: ViewFn = (img, rng, size, out, offset, opts) =>
+  augmix(
+    randomHFlip(randomResizedCrop(img, rng, size, opts?.cropScale ?? RRC_SCALE), rng),
+    rng,
+    {},
+    out,
+    offset,
+  );
 
 /** Tip-Adapter's cache-building transform: RandomResizedCrop(0.5–1, bicubic), flip p = 0.5. */
 export const cacheView: ViewFn = (img, rng, size, out, offset) =>
@@ -883,8 +907,13 @@ export function makeViews(
   seed: number,
   step: number,
   ids?: readonly number[],
+  opts?: ViewOptions,
 ): Float32Array[] {
   checkSize("makeViews", size);
+  const c = opts?.cropScale;
+  if (c && !(c.length === 2 && c[0] > 0 && c[0] <= c[1] && c[1] <= 1)) {
+    fail("makeViews", `cropScale must be 0 < min ≤ max ≤ 1, got [${c}]`);
+  }
   if (ids && ids.length !== images.length) {
     fail("makeViews", `${ids.length} ids for ${images.length} images`);
   }
@@ -894,7 +923,7 @@ export function makeViews(
     const fn = VIEWS[view] ?? fail("makeViews", `unknown view ${JSON.stringify(view)}`);
     const out = new Float32Array(images.length * per);
     images.forEach((img, i) =>
-      fn(img, viewRng(seed, step, ids ? ids[i] : i, view), size, out, i * per)
+      fn(img, viewRng(seed, step, ids ? ids[i] : i, view), size, out, i * per, opts)
     );
     return out;
   });

@@ -9,7 +9,7 @@ import { concat, stack } from "../engine/ops/indexing.ts";
 import type { CLIP } from "../model/clip.ts";
 import type { RGBImage } from "../model/image.ts";
 import { clipPreprocess } from "../model/preprocess.ts";
-import { makeViews, type ViewKind } from "./augment.ts";
+import { makeViews, type ViewKind, type ViewOptions } from "./augment.ts";
 import { DataError, type Dataset, ImageCache, readDataset } from "./data.ts";
 import { base2new, fewShot, leaveOneDomainOut, type Split, type SplitItem } from "./splits.ts";
 import type { FeatureSet } from "./method.ts";
@@ -79,8 +79,9 @@ export function viewsStage(
   seed: number,
   step: number,
   ids: number[],
+  opts?: ViewOptions,
 ): Record<string, Tensor> {
-  const arrays = makeViews(images, views, size, seed, step, ids);
+  const arrays = makeViews(images, views, size, seed, step, ids, opts);
   const out: Record<string, Tensor> = {};
   views.forEach((v, k) => (out[v] = tensor(arrays[k], [images.length, 3, size, size])));
   return out;
@@ -115,7 +116,7 @@ export function featureSet(
   items: readonly SplitItem[],
   image: (item: SplitItem) => RGBImage,
   classes: number,
-  { passes = 0, seed = 0 } = {},
+  { passes = 0, seed = 0, views = {} as ViewOptions } = {},
 ): FeatureSet {
   const R = model.config.imageResolution;
   const features = encodeStage(
@@ -128,7 +129,7 @@ export function featureSet(
     const per: Tensor[] = [];
     for (let p = 0; p < passes; p++) {
       per.push(encodeStage(model, items.length, (i, out, off) => {
-        const [v] = makeViews([image(items[i])], ["orig"], R, seed, 1_000_000 + p, [i]);
+        const [v] = makeViews([image(items[i])], ["orig"], R, seed, 1_000_000 + p, [i], views);
         out.set(v, off);
       }));
     }

@@ -23,7 +23,7 @@ import { sha256File } from "../model/fetch.ts";
 import type { Tokenizer } from "../model/tokenizer.ts";
 import { readSafetensors, saveSafetensors } from "../model/safetensors.ts";
 import { fromFloat32, type StateDict, toFloat32 } from "../model/weights.ts";
-import type { ViewKind } from "./augment.ts";
+import type { ViewKind, ViewOptions } from "./augment.ts";
 import {
   countParams,
   type FeatureSet,
@@ -53,6 +53,8 @@ export interface TrainConfig extends DataSpec {
   out: string;
   epochs?: number;
   batch?: number;
+  /** The training views' RandomResizedCrop area range (default (0.08, 1); see ViewOptions). */
+  cropScale?: [number, number];
   lr?: number;
   /** "last" (the papers' protocol) or "val" (keep the epoch with the best validation accuracy). */
   select?: "last" | "val";
@@ -346,6 +348,7 @@ export async function train(config: TrainConfig): Promise<RunInfo> {
     warmupLr: m.defaults.warmupLr,
   });
   const image = imageSource(s.dataset);
+  const viewOpts: ViewOptions = config.cropScale ? { cropScale: config.cropScale } : {};
   const R = s.model.config.imageResolution;
   const train = s.split.train;
   const classes = s.split.classnames.length;
@@ -355,7 +358,7 @@ export async function train(config: TrainConfig): Promise<RunInfo> {
 
   // encode: frozen features once (methods whose image tower never changes)
   const trainFeats = m.frozenImageFeatures
-    ? featureSet(s.model, train, image, classes, { passes, seed: config.seed })
+    ? featureSet(s.model, train, image, classes, { passes, seed: config.seed, views: viewOpts })
     : null;
   const valFeats = m.frozenImageFeatures ? featureSet(s.model, s.split.val, image, classes) : null;
   if (trainFeats && s.instance.fit) s.instance.fit(trainFeats);
@@ -427,6 +430,7 @@ export async function train(config: TrainConfig): Promise<RunInfo> {
             config.seed,
             step,
             ids,
+            viewOpts,
           );
         }
         const r = s.instance.forward({ views, labels, features });

@@ -10,7 +10,7 @@ import { defaultRun } from "./default_run.ts";
 const USAGE =
   `usage: deno task train --method NAME --model FILE|NAME [--vocab FILE] --data DIR|ZIP|CSV
        --protocol fewshot|base2new|dg [--shots 16] [--seed 1] [--target DOMAIN] [--val-fraction 0.1] [--epochs N]
-       [--batch N] [--lr X] [--select last|val] [--opt key=value]... --out runs/NAME [--resume] [--dry-run]
+       [--batch N] [--lr X] [--crop-scale 0.08,1] [--select last|val] [--opt key=value]... --out runs/NAME [--resume] [--dry-run]
 methods: ${Object.keys(METHODS).join(", ")}`;
 
 /** Parses a method option value: numbers, booleans, else the string. */
@@ -38,6 +38,7 @@ export function parseTrainArgs(args: string[]): TrainConfig {
       lr: { type: "string" },
       select: { type: "string", default: "last" },
       "cache-passes": { type: "string" },
+      "crop-scale": { type: "string" },
       opt: { type: "string", multiple: true, default: [] },
       out: { type: "string" },
       resume: { type: "boolean", default: false },
@@ -72,6 +73,16 @@ export function parseTrainArgs(args: string[]): TrainConfig {
   if (!["last", "val"].includes(values.select!)) {
     throw new Error(`--select: "last" or "val", got "${values.select}"`);
   }
+  let cropScale: [number, number] | undefined;
+  if (values["crop-scale"] !== undefined) {
+    const c = values["crop-scale"].split(",").map(Number);
+    if (!(c.length === 2 && c[0] > 0 && c[0] <= c[1] && c[1] <= 1)) {
+      throw new Error(
+        `--crop-scale: expected MIN,MAX with 0 < MIN ≤ MAX ≤ 1, got "${values["crop-scale"]}"`,
+      );
+    }
+    cropScale = [c[0], c[1]];
+  }
   const options: Record<string, unknown> = {};
   for (const kv of values.opt as string[]) {
     const i = kv.indexOf("=");
@@ -94,6 +105,7 @@ export function parseTrainArgs(args: string[]): TrainConfig {
     lr: positive("lr", values.lr),
     select: values.select as "last" | "val",
     cachePasses: num("cache-passes", values["cache-passes"], true, 1),
+    cropScale,
     out: values.out!,
     resume: values.resume,
     dryRun: values["dry-run"],

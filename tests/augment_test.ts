@@ -71,6 +71,28 @@ Deno.test("makeViews: same seed gives identical bytes; seed, step, id and view a
   assert.equal(seeds.size, 5);
 });
 
+Deno.test("makeViews: cropScale sets the training views' crop area; the default is (0.08, 1)", () => {
+  const imgs = [synth(40, 30, 1), synth(25, 37, 2)];
+  const crops = ["orig", "moco", "augmix"] as A.ViewKind[];
+  const dflt = A.makeViews(imgs, crops, 16, 7, 3);
+  const same08 = A.makeViews(imgs, crops, 16, 7, 3, undefined, { cropScale: [0.08, 1] });
+  const full = A.makeViews(imgs, crops, 16, 7, 3, undefined, { cropScale: [1, 1] });
+  crops.forEach((v, k) => {
+    assert.ok(same(dflt[k], same08[k]), `${v}: the default is not (0.08, 1)`);
+    assert.ok(!same(dflt[k], full[k]), `${v}: cropScale changed nothing`);
+  });
+  // full area, square image, aspect ratio fixed: the train view is the image itself, maybe flipped
+  const sq = synth(16, 16, 9);
+  const box = A.randomResizedCropParams(16, 16, hostRng(1), [1, 1], [1, 1]);
+  assert.deepEqual([box.width, box.height], [16, 16]);
+  for (const bad of [[0, 1], [0.6, 0.5], [0.5, 1.5]] as [number, number][]) {
+    assert.throws(
+      () => A.makeViews([sq], ["orig"], 16, 1, 1, undefined, { cropScale: bad }),
+      /cropScale must be 0 < min ≤ max ≤ 1/,
+    );
+  }
+});
+
 Deno.test("views have shape [B, 3, R, R] and values in CLIP's normalised range", () => {
   const imgs = [synth(50, 41, 4), synth(19, 23, 5)]; // one smaller than R: crops upsample
   for (const size of [1, 24, 31]) {

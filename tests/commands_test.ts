@@ -47,6 +47,8 @@ Deno.test("every command: a user's mistake is one message naming what to fix, no
     ["train", ["--method", "nosuch", "--model", "m", "--data", "d", "--out", "o"], 2, /nosuch/],
     ["train", ["--method", "coop", "--model", "m", "--data", "d"], 2, /--out is required/],
     ...[
+      "--crop-scale 0.5",
+      "--crop-scale 0,1",
       "--batch 0",
       "--epochs 0",
       "--shots 0",

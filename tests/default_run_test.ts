@@ -52,7 +52,9 @@ Deno.test("the default run (--smoke) on a fresh machine: empty HOME and cache, n
     await Deno.stat(`${dir}/${f}`);
   }
   const report = JSON.parse(await Deno.readTextFile(`${dir}/report/report.json`));
-  assert.equal(report.runs.length, 28);
+  assert.equal(report.runs.length, 36); // 7 methods and GOPro's 2 ablation rows × 4 styles
+  assert.match(out, /\| gopro \(consWeight=0, vclWeight=0\) \|/);
+  assert.match(out, /## Paired against zeroshot/);
   // the world's CLIP was pretrained with the world's settings (pipeline/default_run.ts)
   const { readSafetensors } = await import("../model/safetensors.ts");
   const st = await readSafetensors(`${dir}/clip-small.safetensors`);
@@ -136,4 +138,25 @@ Deno.test("the default run on a domain-folder dataset pretrains without the held
   assert.deepEqual(Object.keys(pre.sketch.zeroShot.perDomain), ["sketch"]);
   assert.equal(r.report.runs.length, 2);
   assert.match(lines.join("\n"), /zero-shot on sketch/);
+});
+
+Deno.test("pairedGains: differences over the runs both methods have, with standard errors and signs", async () => {
+  const { pairedGains } = await import("../pipeline/default_run.ts");
+  const runs = (xs: [string, number, number][]) =>
+    new Map(xs.map(([k, h, s]) => [k, { heldOut: h, source: s }]));
+  const { rows, markdown } = pairedGains({
+    zeroshot: runs([["a 1", 0.5, 0.4], ["a 2", 0.5, 0.4], ["b 1", 0.2, 0.3]]),
+    coop: runs([["a 1", 0.6, 0.4], ["a 2", 0.55, 0.35], ["b 1", 0.2, 0.6]]),
+    ablation: runs([["b 1", 0.1, 0.3]]), // one seed only: paired on that run alone
+  }, "zeroshot");
+  const coop = rows.find((r) => r.method === "coop")!;
+  assert.equal(coop.runs, 3);
+  assert.ok(Math.abs(coop.heldOut.mean - 5) < 1e-9); // (10 + 5 + 0) / 3 points
+  assert.ok(Math.abs(coop.heldOut.se - 5 / Math.sqrt(3)) < 1e-9); // sd 5
+  assert.deepEqual([coop.heldOut.higher, coop.heldOut.lower], [2, 0]);
+  assert.deepEqual([coop.source.higher, coop.source.lower], [1, 1]);
+  const ab = rows.find((r) => r.method === "ablation")!;
+  assert.equal(ab.runs, 1);
+  assert.ok(Math.abs(ab.heldOut.mean + 10) < 1e-9 && ab.heldOut.se === 0);
+  assert.match(markdown, /\| coop \| \+5\.00 ± 2\.89 \(2↑ 0↓ of 3\) \|/);
 });

@@ -179,3 +179,14 @@ Deno.test("1 shot: every method trains and evaluates, the last incomplete batch 
   );
   assert.ok(Number.isFinite(info.history[0].loss));
 });
+
+Deno.test("--crop-scale reaches the training views of cached and per-step methods alike", async () => {
+  for (const method of ["coop", "maple"]) {
+    const losses: number[] = [];
+    for (const cropScale of [undefined, [1, 1]] as ([number, number] | undefined)[]) {
+      const info = await train(base(method, await tmp(), { epochs: 1, cropScale }));
+      losses.push(info.history[0].loss);
+    }
+    assert.notEqual(losses[0], losses[1], `${method}: the crop changed nothing`);
+  }
+});
