@@ -3,7 +3,7 @@
  * every pair at every step, round trips, determinism, the vocabulary's layout, and what pretraining
  * with `learnVocab` leaves for the other commands. Host only, but for the last test.
  */
-import { assert, setup } from "./util.ts";
+import { assert, setup, TINY_CLIP } from "./util.ts";
 import { learnBpe, writeVocab } from "../model/bpe_learn.ts";
 import { byteAlphabet, cleanText, splitWords, Tokenizer } from "../model/tokenizer.ts";
 import { eotPositions } from "../model/clip.ts";
@@ -154,16 +154,7 @@ Deno.test("pretrain --learn-vocab: the vocabulary beside the model sizes its tab
     data: `${dir}/world`,
     out,
     learnVocab: 400,
-    config: {
-      imageResolution: 16,
-      visionPatchSize: 8,
-      visionWidth: 64,
-      visionLayers: 1,
-      transformerWidth: 64,
-      transformerLayers: 1,
-      contextLength: 16,
-      embedDim: 64,
-    },
+    config: TINY_CLIP,
     epochs: 1,
     batch: 16,
     holdout: 0,

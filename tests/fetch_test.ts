@@ -334,7 +334,12 @@ Deno.test("formatProgress never prints NaN or Infinity", () => {
 Deno.test("the command line: help, unknown names, a verified cached file", async () => {
   const run = async (...args: string[]) => {
     const out = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", new URL("../model/fetch.ts", import.meta.url).pathname, ...args],
+      args: [
+        "run",
+        "-A",
+        new URL("../pipeline/cli/fetch_model.ts", import.meta.url).pathname,
+        ...args,
+      ],
       stdout: "piped",
       stderr: "piped",
     }).output();

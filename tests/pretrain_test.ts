@@ -6,7 +6,7 @@
  * resuming, and the evaluation of a pretrained model.
  */
 import { assert, assertClose, rng, setup, T } from "./util.ts";
-import { CLIP, type ClipConfig, expectedShapes, inferConfig } from "../model/clip.ts";
+import { CLIP, expectedShapes, inferConfig } from "../model/clip.ts";
 import { loadStateDict, type StateDict, toFloat32 } from "../model/weights.ts";
 import { loadClipStateDict } from "../model/hf.ts";
 import { readSafetensors } from "../model/safetensors.ts";
@@ -29,21 +29,12 @@ import {
 } from "../pipeline/pretrain.ts";
 import { evaluatePretrained, recallAt } from "../pipeline/evaluate_pretrained.ts";
 import { protoclipExtension } from "../pipeline/protoclip.ts";
-import { sharedDir } from "./util.ts";
+import { sharedDir, TINY_CLIP } from "./util.ts";
 
 await setup();
 
 const VOCAB = `${sharedDir()}clip/bpe_simple_vocab_16e6.txt.gz`;
-const TINY: Partial<ClipConfig> = {
-  imageResolution: 16,
-  visionPatchSize: 8,
-  visionWidth: 64,
-  visionLayers: 1,
-  transformerWidth: 64,
-  transformerLayers: 1,
-  contextLength: 16,
-  embedDim: 64,
-};
+const TINY = TINY_CLIP;
 const quiet = () => {};
 
 // one small synthetic world for the whole file: 3 classes × 2 domains × 6 images, 16 px

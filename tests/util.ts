@@ -9,6 +9,18 @@ import type { HostTensor } from "../kernels/elementwise.ts";
 export { T };
 export type { HostTensor };
 
+/** The tiny CLIP the pretraining tests train: 16 px, patch 8, widths 64, one layer per tower. */
+export const TINY_CLIP = {
+  imageResolution: 16,
+  visionPatchSize: 8,
+  visionWidth: 64,
+  visionLayers: 1,
+  transformerWidth: 64,
+  transformerLayers: 1,
+  contextLength: 16,
+  embedDim: 64,
+} as const;
+
 export async function setup() {
   return await T.initEngine();
 }
