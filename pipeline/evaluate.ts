@@ -70,9 +70,13 @@ export async function evaluateRun(
     ]);
     t.items.forEach((it, i) => {
       rows.push(
-        `${t.name},${JSON.stringify(it.path)},${t.classnames[it.label]},${
-          t.classnames[r.predictions[i]]
-        },${r.probs[i * r.classes + r.predictions[i]].toFixed(5)}`,
+        [
+          t.name,
+          it.path,
+          t.classnames[it.label],
+          t.classnames[r.predictions[i]],
+          r.probs[i * r.classes + r.predictions[i]].toFixed(5),
+        ].map(csvField).join(","),
       );
     });
   }
@@ -91,6 +95,14 @@ export async function evaluateRun(
 const USAGE = `usage: deno task eval --run runs/NAME [--data DIR|ZIP|CSV]
   the final evaluation of a trained run (the only reader of its test split): writes metrics.json
   and predictions.csv into the run folder; --data reads the images from another copy of the dataset`;
+
+/**
+ * One CSV field per RFC 4180: quoted when it holds a comma, a quote or a line break, with quotes
+ * doubled (a class name such as `"o'neil", jr.` stays one field); rows end with LF.
+ */
+export function csvField(value: string): string {
+  return /[",\r\n]/.test(value) ? `"${value.replaceAll('"', '""')}"` : value;
+}
 
 export async function main(args: string[]): Promise<number> {
   let values;

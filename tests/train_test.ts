@@ -191,3 +191,32 @@ Deno.test("--crop-scale reaches the training views of cached and per-step method
     assert.notEqual(losses[0], losses[1], `${method}: the crop changed nothing`);
   }
 });
+
+Deno.test("predictions.csv fields are quoted per RFC 4180: commas, quotes and line breaks survive", async () => {
+  const { csvField } = await import("../pipeline/evaluate.ts");
+  /** A strict RFC 4180 reader of one record. */
+  const parse = (line: string) => {
+    const out: string[] = [];
+    for (let i = 0; i <= line.length;) {
+      if (line[i] === '"') {
+        let v = "";
+        for (i++; i < line.length; i++) {
+          if (line[i] === '"' && line[i + 1] === '"') (v += '"'), i++;
+          else if (line[i] === '"') break;
+          else v += line[i];
+        }
+        out.push(v);
+        i += 2; // the closing quote and the comma
+      } else {
+        const e = line.indexOf(",", i);
+        out.push(line.slice(i, e < 0 ? line.length : e));
+        i = e < 0 ? line.length + 1 : e + 1;
+      }
+    }
+    return out;
+  };
+  const fields = ["test", "a/b, c.jpg", 'the "big" dog', "plain", "new\nline", "0.50000"];
+  assert.deepEqual(parse(fields.map(csvField).join(",")), fields);
+  assert.equal(csvField("dog"), "dog");
+  assert.equal(csvField('say "hi", twice'), '"say ""hi"", twice"');
+});
