@@ -7,6 +7,7 @@ import { initEngine } from "../engine/device.ts";
 import { CLIP } from "./clip.ts";
 import { resolveModel, sha256File } from "./fetch.ts";
 import { loadClipStateDict } from "./hf.ts";
+import { readSafetensors } from "./safetensors.ts";
 import { findVocab, Tokenizer, VocabNotFoundError } from "./tokenizer.ts";
 import { loadImage } from "./image.ts";
 import { clipPreprocess } from "./preprocess.ts";
@@ -63,25 +64,16 @@ export async function vocabFor(modelFile: string, explicit?: string): Promise<st
   return findVocab();
 }
 
-/** The learnt vocabulary a safetensors checkpoint's metadata names, if any. */
+/**
+ * The learnt vocabulary a safetensors checkpoint's metadata names, if any. Read only when no
+ * vocabulary is beside the model, to say what is missing.
+ */
 async function recordedVocab(
   file: string,
 ): Promise<{ file: string; merges: number; sha256: string } | null> {
   if (!/\.safetensors$/i.test(file)) return null;
   try {
-    using f = await Deno.open(file);
-    const head = new Uint8Array(8);
-    if ((await f.read(head)) !== 8) return null;
-    const n = Number(new DataView(head.buffer).getBigUint64(0, true));
-    if (!(n > 1 && n < 100_000_000)) return null;
-    const json = new Uint8Array(n);
-    let got = 0;
-    while (got < n) {
-      const r = await f.read(json.subarray(got));
-      if (r === null) return null;
-      got += r;
-    }
-    const meta = JSON.parse(new TextDecoder().decode(json)).__metadata__?.[VOCAB_META];
+    const meta = (await readSafetensors(file)).metadata[VOCAB_META];
     return meta ? JSON.parse(meta) : null;
   } catch {
     return null; // an unreadable checkpoint is reported by its loader

@@ -797,6 +797,10 @@ export interface ViewOptions {
 /** torchvision's and Dassl's RandomResizedCrop area range. */
 export const RRC_SCALE: readonly [number, number] = [0.08, 1];
 
+/** A usable crop area range: two fractions 0 < min ≤ max ≤ 1. */
+export const isCropScale = (c: readonly number[]): c is readonly [number, number] =>
+  c.length === 2 && c[0] > 0 && c[0] <= c[1] && c[1] <= 1;
+
 const finish = (img: RGBImage, out?: Float32Array, offset = 0) => toNormalizedCHW(img, out, offset);
 
 /** CoOp/GOPro training transform: RandomResizedCrop(0.08–1, bicubic), flip p = 0.5. */
@@ -911,9 +915,7 @@ export function makeViews(
 ): Float32Array[] {
   checkSize("makeViews", size);
   const c = opts?.cropScale;
-  if (c && !(c.length === 2 && c[0] > 0 && c[0] <= c[1] && c[1] <= 1)) {
-    fail("makeViews", `cropScale must be 0 < min ≤ max ≤ 1, got [${c}]`);
-  }
+  if (c && !isCropScale(c)) fail("makeViews", `cropScale must be 0 < min ≤ max ≤ 1, got [${c}]`);
   if (ids && ids.length !== images.length) {
     fail("makeViews", `${ids.length} ids for ${images.length} images`);
   }

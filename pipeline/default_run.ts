@@ -175,7 +175,6 @@ export async function defaultRun(o: DefaultRunOptions = {}) {
   // 3. leave one domain out, every method and seed
   const runs: string[] = [];
   // per method: each run's accuracies, by target and seed (paired across methods)
-  const source: Record<string, number[]> = {};
   const byRun: Record<string, Map<string, { heldOut: number; source: number }>> = {};
   const planOf = (method: string) => (o.data ? PLAN_DATA[method] : undefined) ?? PLAN[method] ?? {};
   const runsSeed = (method: string, seed: number) => planOf(method).seeds?.includes(seed) ?? true;
@@ -214,7 +213,6 @@ export async function defaultRun(o: DefaultRunOptions = {}) {
         }
         const m = JSON.parse(await Deno.readTextFile(`${out}/metrics.json`));
         const info = JSON.parse(await Deno.readTextFile(`${out}/run.json`));
-        (source[method] ??= []).push(info.valAccuracy);
         (byRun[method] ??= new Map()).set(`${target} ${seed}`, {
           heldOut: m.sets[target].top1,
           source: info.valAccuracy,
@@ -238,11 +236,11 @@ export async function defaultRun(o: DefaultRunOptions = {}) {
   const table = md.split("\n## ").find((sec) => sec.startsWith("Domain generalisation"));
   if (table) log(`\n## ${table.trim()}\n`);
   // the source domains: each run's validation split (held-out images of its training domains)
+  const source = Object.fromEntries(
+    Object.entries(byRun).map(([m, r]) => [m, [...r.values()].map((x) => x.source)]),
+  );
   const srcRows = Object.entries(source).map(([m, v]) => {
-    const mean = v.reduce((a, b) => a + b, 0) / v.length;
-    const sd = v.length > 1
-      ? Math.sqrt(v.reduce((a, b) => a + (b - mean) ** 2, 0) / (v.length - 1))
-      : 0;
+    const { mean, sd } = meanSd(v);
     return `| ${m} | ${(100 * mean).toFixed(2)} ± ${(100 * sd).toFixed(2)} (${v.length} runs) |`;
   });
   const srcMd =
@@ -270,6 +268,15 @@ export async function defaultRun(o: DefaultRunOptions = {}) {
   };
 }
 
+/** The mean and the sample standard deviation (0 for a single value). */
+function meanSd(v: number[]): { mean: number; sd: number } {
+  const mean = v.reduce((a, b) => a + b, 0) / v.length;
+  const sd = v.length > 1
+    ? Math.sqrt(v.reduce((a, b) => a + (b - mean) ** 2, 0) / (v.length - 1))
+    : 0;
+  return { mean, sd };
+}
+
 /** One method's paired differences from the baseline over the same runs (target × seed). */
 export interface PairedGain {
   method: string;
@@ -289,10 +296,7 @@ export function pairedGains(
   base: string,
 ): { rows: PairedGain[]; markdown: string } {
   const stats = (d: number[]) => {
-    const mean = d.reduce((a, v) => a + v, 0) / d.length;
-    const sd = d.length > 1
-      ? Math.sqrt(d.reduce((a, v) => a + (v - mean) ** 2, 0) / (d.length - 1))
-      : 0;
+    const { mean, sd } = meanSd(d);
     return {
       mean,
       se: sd / Math.sqrt(d.length),

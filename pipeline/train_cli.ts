@@ -6,6 +6,7 @@ import { parseArgs } from "node:util";
 import { train, type TrainConfig } from "./train.ts";
 import { METHODS } from "./methods/index.ts";
 import { defaultRun } from "./default_run.ts";
+import { isCropScale } from "./augment.ts";
 
 const USAGE =
   `usage: deno task train --method NAME --model FILE|NAME [--vocab FILE] --data DIR|ZIP|CSV
@@ -76,7 +77,7 @@ export function parseTrainArgs(args: string[]): TrainConfig {
   let cropScale: [number, number] | undefined;
   if (values["crop-scale"] !== undefined) {
     const c = values["crop-scale"].split(",").map(Number);
-    if (!(c.length === 2 && c[0] > 0 && c[0] <= c[1] && c[1] <= 1)) {
+    if (!isCropScale(c)) {
       throw new Error(
         `--crop-scale: expected MIN,MAX with 0 < MIN ≤ MAX ≤ 1, got "${values["crop-scale"]}"`,
       );
