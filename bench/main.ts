@@ -3,11 +3,10 @@
  * current adapter, printed as a table and written as JSON naming the adapter.
  * Figures are reported, never asserted.
  */
-import { parseArgs } from "node:util";
 import { initEngine } from "../engine/device.ts";
 import type { Row } from "./common.ts";
 import { benchEngine } from "./engine.ts";
-import { runCommand } from "../pipeline/cli/args.ts";
+import { parseCommand, runCommand } from "../pipeline/cli/args.ts";
 
 const SUITES: Record<string, () => Promise<Row[]>> = {
   engine: benchEngine,
@@ -28,25 +27,13 @@ const USAGE = `usage: deno task bench [--quick] [--only engine,matmul,nn,clip,me
   (naming the adapter); --quick runs fewer iterations`;
 
 export async function main(args: string[]): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      options: {
-        quick: { type: "boolean", default: false },
-        only: { type: "string" },
-        json: { type: "string" },
-        help: { type: "boolean", short: "h" },
-      },
-    }));
-  } catch (err) {
-    console.error(`${(err as Error).message}\n${USAGE}`);
-    return 2;
-  }
-  if (values.help) {
-    console.log(USAGE);
-    return 0;
-  }
+  const p = parseCommand(args, USAGE, {
+    quick: { type: "boolean", default: false },
+    only: { type: "string" },
+    json: { type: "string" },
+  });
+  if (typeof p === "number") return p;
+  const { values } = p;
   if (values.quick) Deno.env.set("BENCH_QUICK", "1");
   await optional("matmul", "./matmul.ts", "benchMatmul");
   if (SUITES.matmul) {

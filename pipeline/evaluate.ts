@@ -1,8 +1,7 @@
 /**
- * `deno task eval --run runs/NAME [--data DIR]`: the final evaluation, the only reader of the
+ * The final evaluation of a run (`deno task eval`, pipeline/cli/eval.ts): the only reader of the
  * test split; writes metrics.json (see pipeline/metrics.ts) and predictions.csv.
  */
-import { parseArgs } from "node:util";
 import { initEngine } from "../engine/device.ts";
 import { harmonicMean, type Metrics, metrics, predictLogits } from "./metrics.ts";
 import type { TestSet } from "./splits.ts";
@@ -92,62 +91,10 @@ export async function evaluateRun(
   return result;
 }
 
-const USAGE = `usage: deno task eval --run runs/NAME [--data DIR|ZIP|CSV]
-  the final evaluation of a trained run (the only reader of its test split): writes metrics.json
-  and predictions.csv into the run folder; --data reads the images from another copy of the dataset`;
-
 /**
  * One CSV field per RFC 4180: quoted when it holds a comma, a quote or a line break, with quotes
  * doubled (a class name such as `"o'neil", jr.` stays one field); rows end with LF.
  */
 export function csvField(value: string): string {
   return /[",\r\n]/.test(value) ? `"${value.replaceAll('"', '""')}"` : value;
-}
-
-export async function main(args: string[]): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      options: {
-        run: { type: "string" },
-        data: { type: "string" },
-        help: { type: "boolean", short: "h" },
-      },
-    }));
-  } catch (err) {
-    console.error(`${(err as Error).message}\n${USAGE}`);
-    return 2;
-  }
-  if (values.help) {
-    console.log(USAGE);
-    return 0;
-  }
-  if (!values.run) {
-    console.error(`--run is required\n${USAGE}`);
-    return 2;
-  }
-  if (!(await Deno.stat(`${values.run}/run.json`).catch(() => null))?.isFile) {
-    console.error(
-      `--run ${values.run}: no run.json there; give the folder a \`deno task train --out\` wrote`,
-    );
-    return 2;
-  }
-  const r = await evaluateRun(values.run, { data: values.data });
-  for (const [name, m] of Object.entries(r.sets)) {
-    console.log(
-      `${name}: top-1 ${(100 * m.top1).toFixed(2)}%  macro-F1 ${
-        (100 * m.macroF1).toFixed(2)
-      }  ECE ${(100 * m.ece).toFixed(2)}  (${m.count} images)`,
-    );
-  }
-  if (r.hm !== undefined) {
-    console.log(
-      `base ${(100 * r.base!).toFixed(2)}  new ${(100 * r.new!).toFixed(2)}  HM ${
-        (100 * r.hm).toFixed(2)
-      }`,
-    );
-  }
-  console.log(`wrote ${values.run}/metrics.json and ${values.run}/predictions.csv`);
-  return 0;
 }

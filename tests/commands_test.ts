@@ -3,7 +3,7 @@
  * and exits 0; a user's mistake prints a short message naming the file, flag or value, with no
  * stack frame, and exits non-zero (2 for usage errors).
  */
-import { assert, sharedDir } from "./util.ts";
+import { assert, runTask, sharedDir } from "./util.ts";
 
 const root = new URL("..", import.meta.url).pathname;
 const tasks: Record<string, string> = JSON.parse(Deno.readTextFileSync(`${root}deno.json`)).tasks;
@@ -11,18 +11,9 @@ const tmp = Deno.makeTempDirSync({ prefix: "commands_" });
 const emptyCache = `${tmp}/cache`;
 Deno.mkdirSync(emptyCache);
 
-/** Runs `deno task NAME ARGS...` the way deno.json defines it, from a folder without ../shared. */
-async function task(name: string, args: string[]) {
-  const [, , ...script] = tasks[name].split(" "); // "deno run -A FILE"
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: [...script.slice(0, -1), "--config", `${root}deno.json`, `${root}${script.at(-1)}`]
-      .concat(args),
-    cwd: tmp,
-    env: { NO_COLOR: "1", CLIPKIT_CACHE: emptyCache },
-  }).output();
-  const dec = new TextDecoder();
-  return { code: out.code, out: dec.decode(out.stdout), err: dec.decode(out.stderr) };
-}
+/** `deno task NAME ARGS...` from a folder without ../shared, with an empty vocabulary cache. */
+const task = (name: string, args: string[]) =>
+  runTask(name, args, { cwd: tmp, env: { NO_COLOR: "1", CLIPKIT_CACHE: emptyCache } });
 
 const COMMANDS = Object.keys(tasks).filter((t) => tasks[t].startsWith("deno run"));
 const STACK = /^\s+at .+:\d+:\d+\)?$/m;

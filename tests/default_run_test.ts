@@ -1,5 +1,5 @@
 /** `deno task train --smoke`: the offline default run end to end at its reduced size. */
-import { assert, setup } from "./util.ts";
+import { assert, runTask, setup } from "./util.ts";
 import { main } from "../pipeline/train_cli.ts";
 
 await setup();
@@ -8,7 +8,6 @@ Deno.test("the default run (--smoke) on a fresh machine: empty HOME and cache, n
   // as a new user runs it: `deno task train --smoke` in a process of its own, from a folder with
   // no ../shared beside it, with HOME and CLIPKIT_CACHE new and empty (the small CLIP learns its
   // own vocabulary, so nothing is downloaded or read from outside the checkout)
-  const root = new URL("..", import.meta.url).pathname;
   const fresh = await Deno.makeTempDir({ prefix: "fresh-machine-" });
   const dir = `${fresh}/run`;
   for (const d of ["home", "cache", "cwd"]) await Deno.mkdir(`${fresh}/${d}`);
@@ -21,20 +20,14 @@ Deno.test("the default run (--smoke) on a fresh machine: empty HOME and cache, n
   };
   // Deno's own module cache is not the toolkit's: keep it so the test needs no registry
   env.DENO_DIR = Deno.env.get("DENO_DIR") ?? `${Deno.env.get("HOME")}/.cache/deno`;
-  const run = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--config", `${root}deno.json`, `${root}pipeline/cli/train.ts`, "--smoke"]
-      .concat(["--dir", dir]),
+  const { code, out, err } = await runTask("train", ["--smoke", "--dir", dir], {
     cwd: `${fresh}/cwd`,
     env,
     clearEnv: true,
-  }).output();
-  const err = new TextDecoder().decode(run.stderr);
-  const code = run.code;
-  const lines = [new TextDecoder().decode(run.stdout)];
+  });
   assert.equal(code, 0, err);
   assert.doesNotMatch(err, /XDG_RUNTIME_DIR/);
   assert.deepEqual([...Deno.readDirSync(`${fresh}/cache`)], [], "nothing was put in the cache");
-  const out = lines.join("\n");
   for (const m of ["zeroshot", "coop", "cocoop", "maple", "gopro", "clip-adapter", "tip-adapter"]) {
     assert.match(out, new RegExp(`\\| ${m}( \\(.*\\))? \\|`), `the table has a row for ${m}`);
   }

@@ -21,6 +21,34 @@ export const TINY_CLIP = {
   embedDim: 64,
 } as const;
 
+/**
+ * Runs `deno task NAME ARGS...` as deno.json defines it (`deno run -A FILE`), in a process of its
+ * own, with the project's config and `cwd` (default a new temporary folder, which has no
+ * ../shared beside it); `env` is added to this process's environment, or replaces it with
+ * `clearEnv`.
+ */
+export async function runTask(
+  name: string,
+  args: string[],
+  opts: { cwd?: string; env?: Record<string, string>; clearEnv?: boolean } = {},
+): Promise<{ code: number; out: string; err: string }> {
+  const root = new URL("..", import.meta.url).pathname;
+  const tasks = JSON.parse(Deno.readTextFileSync(`${root}deno.json`)).tasks as Record<
+    string,
+    string
+  >;
+  const [, , ...script] = tasks[name].split(" "); // "deno run -A FILE"
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [...script.slice(0, -1), "--config", `${root}deno.json`, `${root}${script.at(-1)}`]
+      .concat(args),
+    cwd: opts.cwd ?? await Deno.makeTempDir({ prefix: "task-cwd-" }),
+    env: opts.env,
+    clearEnv: opts.clearEnv,
+  }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, out: dec.decode(out.stdout), err: dec.decode(out.stderr) };
+}
+
 export async function setup() {
   return await T.initEngine();
 }

@@ -12,6 +12,8 @@
  * error's stack.
  */
 
+import { parseArgs, type ParseArgsConfig } from "node:util";
+
 /** The typed errors that describe a user's input, by name (their classes live in model/ and
  * pipeline/; naming them keeps this file free of imports). */
 const USER_ERRORS = new Set([
@@ -75,4 +77,40 @@ export async function runCommand(main: (args: string[]) => number | Promise<numb
     code = 1;
   }
   Deno.exit(code);
+}
+
+type Options = NonNullable<ParseArgsConfig["options"]>;
+type Parsed<O extends Options, P extends boolean> = ReturnType<
+  typeof parseArgs<
+    { args: string[]; options: O & { help: { type: "boolean" } }; allowPositionals: P }
+  >
+>;
+
+/**
+ * A command's flags, with `--help`/`-h` added: the parsed values, or the exit code when there is
+ * nothing more to do (0 after printing `usage` for --help, 2 after printing the parser's complaint
+ * and `usage` for an unknown flag or a missing value).
+ */
+export function parseCommand<O extends Options, P extends boolean = false>(
+  args: string[],
+  usage: string,
+  options: O,
+  allowPositionals?: P,
+): Parsed<O, P> | 0 | 2 {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      options: { ...options, help: { type: "boolean", short: "h" } },
+      allowPositionals: !!allowPositionals,
+    });
+  } catch (err) {
+    console.error(`${(err as Error).message}\n${usage}`);
+    return 2;
+  }
+  if ((parsed.values as { help?: boolean }).help) {
+    console.log(usage);
+    return 0;
+  }
+  return parsed as unknown as Parsed<O, P>;
 }

@@ -1,26 +1,14 @@
 /** `deno task info [--json]`: the adapter, its features and the limits the engine requested. */
-import { parseArgs } from "node:util";
 import { initEngine } from "../../engine/device.ts";
-import { runCommand } from "./args.ts";
+import { parseCommand, runCommand } from "./args.ts";
 
 const USAGE = `usage: deno task info [--json]
   prints the WebGPU adapter, its features and the limits the engine requested (--json: also as JSON)`;
 
 export async function main(args: string[]): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      options: { json: { type: "boolean" }, help: { type: "boolean", short: "h" } },
-    }));
-  } catch (err) {
-    console.error(`${(err as Error).message}\n${USAGE}`);
-    return 2;
-  }
-  if (values.help) {
-    console.log(USAGE);
-    return 0;
-  }
+  const p = parseCommand(args, USAGE, { json: { type: "boolean" } });
+  if (typeof p === "number") return p;
+  const { values } = p;
   const e = await initEngine();
   const i = e.info;
   console.log(`adapter      ${i.adapter}${i.isFallbackAdapter ? " (software fallback)" : ""}`);
