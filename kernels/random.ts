@@ -113,15 +113,55 @@ export function seedKey(seed: number): [number, number] {
 
 /** Block b (four stream elements) of a seed's stream. */
 export function streamBlock(seed: number, b: number): Uint32Array {
-  return philox4x32([b % 2 ** 32, Math.floor(b / 2 ** 32), 0, 0], seedKey(seed));
+  const out = new Uint32Array(4);
+  fillStream(seed, b, out);
+  return out;
+}
+
+/** The high 32 bits of the 64-bit product of two u32 (no allocation). */
+function mulhi(a: number, b: number): number {
+  const al = a & 0xffff, ah = a >>> 16, bl = b & 0xffff, bh = b >>> 16;
+  const lh = al * bh, hl = ah * bl;
+  const mid = ((al * bl) >>> 16) + (lh & 0xffff) + (hl & 0xffff);
+  return (ah * bh + (lh >>> 16) + (hl >>> 16) + (mid >>> 16)) >>> 0;
+}
+
+/**
+ * Fills `out` (length a multiple of 4) with blocks firstBlock, firstBlock + 1, ... of a seed's
+ * stream: philox4x32 without its per-round arrays, for bulk host draws (random checkpoints).
+ */
+export function fillStream(seed: number, firstBlock: number, out: Uint32Array) {
+  const [key0, key1] = seedKey(seed);
+  for (let j = 0; j + 3 < out.length; j += 4) {
+    const b = firstBlock + j / 4;
+    let c0 = b % 2 ** 32 >>> 0, c1 = Math.floor(b / 2 ** 32) >>> 0, c2 = 0, c3 = 0;
+    let k0 = key0, k1 = key1;
+    for (let r = 0; r < 10; r++) {
+      if (r > 0) {
+        k0 = (k0 + W0) >>> 0;
+        k1 = (k1 + W1) >>> 0;
+      }
+      const phi = mulhi(M0, c0), plo = Math.imul(M0, c0) >>> 0;
+      const qhi = mulhi(M1, c2), qlo = Math.imul(M1, c2) >>> 0;
+      const n0 = (qhi ^ c1 ^ k0) >>> 0, n2 = (phi ^ c3 ^ k1) >>> 0;
+      c0 = n0;
+      c1 = qlo;
+      c2 = n2;
+      c3 = plo;
+    }
+    out[j] = c0;
+    out[j + 1] = c1;
+    out[j + 2] = c2;
+    out[j + 3] = c3;
+  }
 }
 
 /** Stream word w as a uniform in [0, 1) (24 bits, exact in f32). */
 export const wordToUnit = (w: number) => (w >>> 8) * 2 ** -24;
 
-/** The normal of stream element at lane l of a block (float64 Box–Muller). */
-export function blockNormal(w: ArrayLike<number>, l: number): number {
-  const p = l & 2;
+/** The normal of stream element at lane l of the block at w[base..base+4) (float64 Box–Muller). */
+export function blockNormal(w: ArrayLike<number>, l: number, base = 0): number {
+  const p = base + (l & 2);
   const u1 = ((w[p] >>> 8) + 1) * 2 ** -24;
   const t = Math.PI * (2 * wordToUnit(w[p + 1]) - 1);
   const r = Math.sqrt(-2 * Math.log(u1));

@@ -104,6 +104,9 @@ Deno.test("every command: a user's mistake is one message naming what to fix, no
       1,
       /broken\.safetensors|nodata/,
     ],
+    ["init-model", ["--arch", "ViT-Q/99", "--out", `${tmp}/q.safetensors`], 2, /ViT-Q\/99/],
+    ["init-model", ["--arch", "ViT-B/32"], 2, /--out is required/],
+    ["init-model", ["--arch", "ViT-B/32", "--out", garbage], 1, /broken\.safetensors exists/],
     ["info", ["--bogus"], 2, /bogus/],
     ["bench", ["--bogus"], 2, /bogus/],
   ];
