@@ -183,6 +183,36 @@ export class Engine {
     list.push(buf);
   }
 
+  /** Bytes the pool may keep in unused buffers; `trimTo` gives back what lies above it. */
+  poolBudget = 1 << 30;
+
+  /** Bytes held in pooled (unused) buffers. */
+  get bytesPooled(): number {
+    return this.bytesAllocated - this.bytesInUse;
+  }
+
+  /**
+   * Destroys pooled buffers, largest first, until at most `budget` bytes stay pooled. The scopes
+   * call it with `poolBudget` whenever an outermost scope closes (between steps, after a heavy
+   * phase), so a pass over many shapes does not keep every size it once needed.
+   */
+  trimTo(budget = this.poolBudget) {
+    if (this.bytesPooled <= budget) return;
+    this.flush();
+    const sizes = [...this.free.keys()].sort((a, b) => b - a);
+    for (const size of sizes) {
+      const list = this.free.get(size)!;
+      while (list.length && this.bytesPooled > budget) {
+        const b = list.pop()!;
+        this.bytesAllocated -= b.size;
+        this.buffersAllocated--;
+        b.destroy();
+      }
+      if (!list.length) this.free.delete(size);
+      if (this.bytesPooled <= budget) break;
+    }
+  }
+
   /** Destroys every pooled (unused) buffer. */
   trim() {
     this.flush();

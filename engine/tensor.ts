@@ -343,6 +343,7 @@ export function scope<T>(fn: () => T): T {
   }
   frames.pop();
   closeFrame(frame, result);
+  if (!frames.length) E().trimTo();
   return result;
 }
 
@@ -360,6 +361,7 @@ export async function scopeAsync<T>(fn: () => Promise<T>): Promise<T> {
   }
   frames.splice(frames.indexOf(frame), 1);
   closeFrame(frame, result);
+  if (!frames.length) E().trimTo();
   return result;
 }
 

@@ -15,7 +15,7 @@
  */
 import { E } from "../engine/device.ts";
 import { EngineError, fmtShape } from "../engine/errors.ts";
-import { Tensor, tensor } from "../engine/tensor.ts";
+import { scope, Tensor, tensor } from "../engine/tensor.ts";
 import { param } from "../engine/autograd.ts";
 import { add, exp, full, mul, quickGelu } from "../engine/ops/elementwise.ts";
 import { randomNormal, randomUniform } from "../engine/ops/random.ts";
@@ -391,22 +391,58 @@ export class CLIP {
     return t;
   }
 
-  /** One pre-norm residual block: x + attn(ln_1(x)), then + mlp(ln_2(x)). */
+  /**
+   * One pre-norm residual block: x + attn(ln_1(x)), then + mlp(ln_2(x)). Each half runs in its
+   * own scope, so its intermediates are freed when it ends (those a backward rule saved stay
+   * with the tape): a forward holds about one half-block of activations beyond its input.
+   */
   private block(x: Tensor, b: Block, heads: number, causal: boolean): Tensor {
     const [B, T, W] = x.shape;
     const D = W / heads;
-    const h = layerNorm(x, b.ln1w, b.ln1b, 1e-5);
-    const qkv = permute(reshape(linear(h, b.inW, b.inB), [B, T, 3, heads, D]), [2, 0, 3, 1, 4]);
-    const pick = (i: number) => squeeze(narrow(qkv, 0, i, 1), 0); // [B, heads, T, D] views
-    const o = attention(pick(0), pick(1), pick(2), { causal });
-    const merged = reshape(permute(o, [0, 2, 1, 3]), [B, T, W]);
-    x = add(x, linear(merged, b.outW, b.outB));
-    const m = linear(
-      quickGelu(linear(layerNorm(x, b.ln2w, b.ln2b, 1e-5), b.fcW, b.fcB)),
-      b.projW,
-      b.projB,
-    );
-    return add(x, m);
+    const y = scope(() => {
+      const h = layerNorm(x, b.ln1w, b.ln1b, 1e-5);
+      const qkv = permute(reshape(linear(h, b.inW, b.inB), [B, T, 3, heads, D]), [2, 0, 3, 1, 4]);
+      const pick = (i: number) => squeeze(narrow(qkv, 0, i, 1), 0); // [B, heads, T, D] views
+      const o = attention(pick(0), pick(1), pick(2), { causal });
+      const merged = reshape(permute(o, [0, 2, 1, 3]), [B, T, W]);
+      return add(x, linear(merged, b.outW, b.outB));
+    });
+    const out = scope(() => {
+      // the 4×-wide hidden layer is the block's largest tensor: free each as soon as it is read
+      const h = layerNorm(y, b.ln2w, b.ln2b, 1e-5);
+      const fc = linear(h, b.fcW, b.fcB);
+      h.dispose();
+      const act = quickGelu(fc);
+      fc.dispose();
+      const m = linear(act, b.projW, b.projB);
+      act.dispose();
+      return add(y, m);
+    });
+    y.dispose();
+    return out;
+  }
+
+  /**
+   * The blocks in turn; each block's output is freed once the next block has read it (unless
+   * `hidden` returns them all), so the residual stream is held once, not once per layer.
+   */
+  private runBlocks(
+    x: Tensor,
+    blocks: Block[],
+    heads: number,
+    causal: boolean,
+    beforeBlock?: (layer: number, x: Tensor) => Tensor,
+    hidden?: Tensor[],
+  ): Tensor {
+    let prev: Tensor | null = null; // the last block's output, made here
+    blocks.forEach((b, i) => {
+      if (beforeBlock) x = beforeBlock(i, x);
+      const out = this.block(x, b, heads, causal);
+      if (hidden) hidden.push(out);
+      else if (prev) prev.dispose();
+      x = prev = out;
+    });
+    return x;
   }
 
   /** Image tower: pixels [B, 3, R, R] → image features [B, embed] (before normalisation). */
@@ -432,11 +468,14 @@ export class CLIP {
     }
     x = layerNorm(x, this.w("visual.ln_pre.weight"), this.w("visual.ln_pre.bias"), 1e-5);
     const hidden: Tensor[] = [];
-    this.vBlocks.forEach((b, i) => {
-      if (opts.beforeBlock) x = opts.beforeBlock(i, x);
-      x = this.block(x, b, c.visionHeads, false);
-      if (opts.hidden) hidden.push(x);
-    });
+    x = this.runBlocks(
+      x,
+      this.vBlocks,
+      c.visionHeads,
+      false,
+      opts.beforeBlock,
+      opts.hidden ? hidden : undefined,
+    );
     const cls0 = squeeze(narrow(x, 1, 0, 1), 1);
     const pooled = layerNorm(
       cls0,
@@ -459,10 +498,7 @@ export class CLIP {
   encodeEmbeddings(x: Tensor, eot: Tensor, opts: TextOptions = {}): Tensor {
     const c = this.config;
     x = add(x, this.w("positional_embedding"));
-    this.tBlocks.forEach((b, i) => {
-      if (opts.beforeBlock) x = opts.beforeBlock(i, x);
-      x = this.block(x, b, c.transformerHeads, true);
-    });
+    x = this.runBlocks(x, this.tBlocks, c.transformerHeads, true, opts.beforeBlock);
     x = layerNorm(x, this.w("ln_final.weight"), this.w("ln_final.bias"), 1e-5);
     return matmul(takeRows(x, eot), this.w("text_projection"));
   }
