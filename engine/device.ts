@@ -432,6 +432,19 @@ function ensureRuntimeDir() {
   }
 }
 
+function envOr(name: string, fallback: string): string {
+  try {
+    return Deno.env.get(name) ?? fallback;
+  } catch {
+    return fallback;
+  }
+}
+
+/** The largest tensor, in bytes, one kernel binding may hold on this adapter. */
+export function bindingLimit(): number {
+  return E().info.limits.maxStorageBufferBindingSize;
+}
+
 /** Initialises the process's one device with the adapter's real limits and useful features. */
 export function initEngine(): Promise<Engine> {
   if (engine) return Promise.resolve(engine);
@@ -463,6 +476,12 @@ export function initEngine(): Promise<Engine> {
     const limits: Record<string, number> = {};
     for (const k of Object.keys(requiredLimits)) {
       limits[k] = (device.limits as unknown as Record<string, number>)[k];
+    }
+    // CLIPKIT_MAX_BINDING=BYTES acts as an adapter with a smaller largest binding (tests, and
+    // checking that a job fits a smaller GPU's limit before moving it there)
+    const cap = Number(envOr("CLIPKIT_MAX_BINDING", ""));
+    if (cap > 0 && cap < limits.maxStorageBufferBindingSize) {
+      limits.maxStorageBufferBindingSize = Math.floor(cap / 256) * 256;
     }
     const ai = adapter.info;
     engine = new Engine(device, {

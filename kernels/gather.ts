@@ -21,7 +21,8 @@
  *
  * Uniform words:
  *   gather:      [0] n, [1] rank, [2] x offset, [3] idx offset, [4] x stride of the indexed axis,
- *                [5] bound, [8..14) out shape, [14..20) x strides, [20..26) idx strides.
+ *                [5] bound, [6] first index (i32: the index read is idx − first; a block of a
+ *                larger table), [8..14) out shape, [14..20) x strides, [20..26) idx strides.
  *   scatter_add: [0] n, [1] rank, [2] axis, [3] base offset, [4] idx offset, [5] src offset,
  *                [8..14) out shape, [14..20) base strides, [20..26) idx strides,
  *                [26..32) src strides, [32..38) idx shape.
@@ -62,7 +63,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     ox += c * uw(14u + u32(d));
     oi += c * uw(20u + u32(d));
   }
-  let k = idx[oi];
+  let k = idx[oi] - ui(6u);
   if (k < 0 || u32(k) >= uw(5u)) { out[i] = ${outT}(0); return; }
   out[i] = ${outT}(x[ox + u32(k) * uw(4u)]);
 }`;

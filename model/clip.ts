@@ -13,7 +13,7 @@
  * initialisation) or `fromStateDict(sd, { trainable: true })`, both f32 `param()` leaves listed
  * by `trainable`; `stateDict()` reads the weights back under OpenAI's names.
  */
-import { E } from "../engine/device.ts";
+import { bindingLimit, E } from "../engine/device.ts";
 import { EngineError, fmtShape } from "../engine/errors.ts";
 import { scope, Tensor, tensor } from "../engine/tensor.ts";
 import { param } from "../engine/autograd.ts";
@@ -259,6 +259,8 @@ function checkConfig(c: ClipConfig) {
 export class CLIP {
   readonly config: ClipConfig;
   readonly weights = new Map<string, Tensor>();
+  /** The token table as row blocks, when it is larger than one binding (frozen models only). */
+  private tokenBlocks: { first: number; rows: Tensor }[] = [];
   private vBlocks: Block[] = [];
   private tBlocks: Block[] = [];
 
@@ -289,17 +291,31 @@ export class CLIP {
       );
     }
     const useF16 = !opts.trainable && (opts.f16 ?? true) && E().f16;
+    const limit = bindingLimit();
     const m = new CLIP(config);
     for (const name of expected.keys()) {
       const w = sd.get(name)!;
       const keepF16 = useF16 && w.dtype === "F16" && name !== "logit_scale";
+      const host = keepF16
+        ? new Uint16Array(w.data.buffer, w.data.byteOffset, w.data.byteLength / 2)
+        : toFloat32(w);
+      const dtype = keepF16 ? "f16" : "f32";
+      if (host.byteLength > limit) {
+        if (name !== "token_embedding.weight" || opts.trainable) {
+          throw new EngineError(
+            "alloc",
+            `${file}: ${name} ${fmtShape(w.shape)} (${host.byteLength} bytes as ${dtype}) is ` +
+              `larger than this adapter binds at once (${limit} bytes)${
+                opts.trainable ? "; a model this size can only be loaded frozen" : ""
+              }`,
+          );
+        }
+        m.tokenBlocks = splitRows(host, w.shape, dtype, limit, name);
+        continue;
+      }
       const t = keepF16
-        ? tensor(
-          new Uint16Array(w.data.buffer, w.data.byteOffset, w.data.byteLength / 2).slice(),
-          w.shape,
-          "f16",
-        )
-        : tensor(toFloat32(w), w.shape);
+        ? tensor((host as Uint16Array).slice(), w.shape, "f16")
+        : tensor(host, w.shape);
       t.name = name;
       m.weights.set(name, opts.trainable ? param(t) : t);
     }
@@ -458,6 +474,9 @@ export class CLIP {
       );
     }
     const B = pixels.shape[0], V = c.visionWidth;
+    const T = (R / c.visionPatchSize) ** 2 + 1 + (opts.extraTokens?.shape[1] ?? 0);
+    const cap = rowsPerPass(Math.max(T * 4 * V, c.visionHeads * T * T, 3 * R * R));
+    if (B > cap) return this.encodeImageChunks(pixels, opts, cap);
     const patches = conv2dPatch(pixels, this.w("visual.conv1.weight")); // [B, V, g, g]
     const tokens = permute(reshape(patches, [B, V, -1]), [0, 2, 1]); // [B, g², V]
     const cls = expand(reshape(this.w("visual.class_embedding"), [1, 1, V]), [B, 1, V]);
@@ -486,9 +505,34 @@ export class CLIP {
     return { features: matmul(pooled, this.w("visual.proj")), hidden };
   }
 
+  /** encodeImage over batch chunks of `cap` images (each pass's tensors fit one binding). */
+  private encodeImageChunks(
+    pixels: Tensor,
+    opts: ImageOptions,
+    cap: number,
+  ): { features: Tensor; hidden: Tensor[] } {
+    return scope(() => {
+      const B = pixels.shape[0], e = opts.extraTokens;
+      const parts: { features: Tensor; hidden: Tensor[] }[] = [];
+      for (let s = 0; s < B; s += cap) {
+        const n = Math.min(cap, B - s);
+        const extraTokens = e && e.shape[0] === B ? narrow(e, 0, s, n) : e;
+        parts.push(this.encodeImage(narrow(pixels, 0, s, n), { ...opts, extraTokens }));
+      }
+      const hidden = (parts[0].hidden ?? []).map((_, l) =>
+        concat(parts.map((p) => p.hidden[l]), 0)
+      );
+      return { features: concat(parts.map((p) => p.features), 0), hidden };
+    });
+  }
+
   /** Token embeddings of ids [N, ctx] (i32) → [N, ctx, width]. */
   embedTokens(ids: Tensor): Tensor {
-    return embedding(this.w("token_embedding.weight"), ids);
+    if (!this.tokenBlocks.length) return embedding(this.w("token_embedding.weight"), ids);
+    // Σ over blocks of each block's lookup: an id outside a block reads 0 there
+    return scope(() =>
+      this.tokenBlocks.map((b) => embedding(b.rows, ids, b.first)).reduce((a, b) => add(a, b))
+    );
   }
 
   /**
@@ -497,6 +541,18 @@ export class CLIP {
    */
   encodeEmbeddings(x: Tensor, eot: Tensor, opts: TextOptions = {}): Tensor {
     const c = this.config;
+    const [N, L, W] = x.shape;
+    const cap = rowsPerPass(Math.max(L * 4 * W, c.transformerHeads * L * L));
+    if (N > cap) {
+      return scope(() => {
+        const parts: Tensor[] = [];
+        for (let s = 0; s < N; s += cap) {
+          const n = Math.min(cap, N - s);
+          parts.push(this.encodeEmbeddings(narrow(x, 0, s, n), narrow(eot, 0, s, n), opts));
+        }
+        return concat(parts, 0);
+      });
+    }
     x = add(x, this.w("positional_embedding"));
     x = this.runBlocks(x, this.tBlocks, c.transformerHeads, true, opts.beforeBlock);
     x = layerNorm(x, this.w("ln_final.weight"), this.w("ln_final.bias"), 1e-5);
@@ -529,8 +585,41 @@ export class CLIP {
 
   dispose() {
     for (const t of this.weights.values()) t.dispose();
+    for (const b of this.tokenBlocks) b.rows.dispose();
     this.weights.clear();
+    this.tokenBlocks = [];
   }
+}
+
+/**
+ * How many rows (images, sequences) one pass may hold so that its largest tensor, `perRow` f32
+ * values a row (the MLP's 4×-wide layer, or the attention backward's scores), fits one binding.
+ */
+function rowsPerPass(perRow: number): number {
+  return Math.max(1, Math.floor(bindingLimit() / (4 * perRow)));
+}
+
+/** A [V, D] host table uploaded as row blocks of at most `limit` bytes each. */
+function splitRows(
+  host: Float32Array | Uint16Array,
+  shape: number[],
+  dtype: "f16" | "f32",
+  limit: number,
+  name: string,
+): { first: number; rows: Tensor }[] {
+  const [V, D] = shape;
+  const per = Math.max(1, Math.floor(limit / (D * host.BYTES_PER_ELEMENT)));
+  const blocks: { first: number; rows: Tensor }[] = [];
+  for (let first = 0; first < V; first += per) {
+    const n = Math.min(per, V - first);
+    const part = host.slice(first * D, (first + n) * D);
+    const rows = dtype === "f16"
+      ? tensor(part as Uint16Array, [n, D], "f16")
+      : tensor(part, [n, D]);
+    rows.name = `${name}[${first}:${first + n}]`;
+    blocks.push({ first, rows });
+  }
+  return blocks;
 }
 
 /** The end-of-text position of each row: the largest id (49407) in CLIP's vocabulary. */

@@ -56,8 +56,8 @@ function normAxis(op: string, axis: number, rank: number, shape: readonly number
 // ----- kernel launches (no tape) -------------------------------------------------------------
 
 /**
- * out[c] = x[xOff + Σ c·xStrides + idx[c]·axisStride] (0 where idx[c] ∉ [0, bound)), with the
- * index read at idx.offset + Σ c·idxStrides.
+ * out[c] = x[xOff + Σ c·xStrides + k·axisStride] with k = idx[c] − first (0 where k ∉ [0, bound)),
+ * the index read at idx.offset + Σ c·idxStrides.
  */
 function launchGather(
   op: string,
@@ -68,17 +68,19 @@ function launchGather(
   idxStrides: number[],
   axisStride: number,
   bound: number,
+  first = 0,
 ): Tensor {
   const out = empty(outShape, x.dtype === "i32" ? "i32" : "f32");
   if (out.size === 0) return out;
   const u = new Array(26).fill(0);
-  [u[0], u[1], u[2], u[3], u[4], u[5]] = [
+  [u[0], u[1], u[2], u[3], u[4], u[5], u[6]] = [
     out.size,
     outShape.length,
     x.offset,
     idx.offset,
     axisStride,
     bound,
+    first >>> 0,
   ];
   outShape.forEach((s, d) => {
     u[8 + d] = s;
@@ -243,9 +245,14 @@ function launchIndexAdd(
 // ----- gathers -------------------------------------------------------------------------------
 
 /** Rows of weight [V, D] (f32 or f16) for ids (i32, any shape) → [...ids.shape, D] (f32). Its
- * weight gradient (only when weight requires grad) is a deterministic index-add. */
-export function embedding(weight: Tensor, ids: Tensor): Tensor {
+ * weight gradient (only when weight requires grad) is a deterministic index-add. With
+ * `firstRow`, weight holds rows firstRow … firstRow + V − 1 of a larger table (ids outside them
+ * read 0), so a table too large for one binding is the sum of its blocks' lookups (frozen only). */
+export function embedding(weight: Tensor, ids: Tensor, firstRow = 0): Tensor {
   const op = "embedding";
+  if (firstRow && weight.requiresGrad) {
+    throw new EngineError(op, "a table block (firstRow > 0) cannot be trained");
+  }
   weight.buf(op);
   needI32(op, ids);
   needFloat(op, weight, "weight");
@@ -270,6 +277,7 @@ export function embedding(weight: Tensor, ids: Tensor): Tensor {
     outShape.map((_, d) => (d === r ? 0 : ids.strides[d])),
     weight.strides[0],
     V,
+    firstRow,
   );
   return record(op, out, [weight], [ids], (g, [si]) => {
     const g2 = reshape(g, [si.size, D]);
