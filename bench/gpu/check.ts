@@ -1,0 +1,362 @@
+/**
+ * The GPU check: everything a first run on a lent GPU measures, in one command, writing one JSON
+ * and one Markdown table of clipkit against PyTorch into --out.
+ *
+ *   deno run -A bench/gpu/check.ts --out DIR [--rehearsal] [--python python3] [--no-peer]
+ *
+ * What it times (bench/gpu/cases.json, shared with the PyTorch peer bench/peers/clip_torch.py):
+ *   - matmul GFLOP/s, 256³ … 4096³ and ViT-B/16's linear shapes, with the adapter's automatic
+ *     kernel and with the storage-buffer tiled kernel (the path real GPUs take);
+ *   - ViT-B/16 (random weights, OpenAI's shapes and initialisation): upload, image encode at batch
+ *     1, 32 and 128, text encode at 7, 100 and 1,000 prompts;
+ *   - one training step of CoOp, CoCoOp, MaPLe and GOPro at 7 and 100 classes, at each method's
+ *     batch, with the step's peak GPU bytes.
+ * Each group runs in a process of its own with a timeout, so a case that runs out of memory or
+ * loses the device is recorded as failed and the rest still run. The peer runs after, in fp32
+ * with TF32 off and in fp16 autocast, when python3 can import torch.
+ * `--rehearsal` runs the same on a tiny model (tests/gpu_check_test.ts does, on the software
+ * adapter), so that the first run on a GPU is a measurement, not a round of debugging.
+ * Nothing here needs ../shared or a network: the vocabulary is learnt from the class names.
+ */
+import { parseArgs } from "node:util";
+
+const HERE = new URL(".", import.meta.url).pathname;
+const ROOT = new URL("../../", import.meta.url).pathname;
+
+export interface Row {
+  group: string;
+  name: string;
+  ms?: number;
+  value?: number;
+  unit?: string;
+  peakMiB?: number;
+  error?: string;
+}
+
+interface Cases {
+  arch: string | null;
+  config: Record<string, number>;
+  matmul: [number, number, number][];
+  imageBatches: number[];
+  prompts: number[];
+  classes: number[];
+  batch: Record<string, number>;
+  caseTimeoutS: number;
+}
+
+export function loadCases(rehearsal: boolean): Cases {
+  const all = JSON.parse(Deno.readTextFileSync(`${HERE}cases.json`));
+  return all[rehearsal ? "rehearsal" : "full"];
+}
+
+// ----- the worker: one group of cases in this process -----------------------------------------
+
+async function worker(
+  group: string,
+  cases: Cases,
+  modelFile: string,
+  emit: (r: Row) => void,
+) {
+  const T = await import("../../engine/mod.ts");
+  const { noGrad, backward } = await import("../../engine/autograd.ts");
+  const e = await T.initEngine();
+  const reps = cases.arch ? (group.startsWith("step") ? 2 : 3) : 1;
+  const time = async (fn: () => void, n = reps) => {
+    fn(); // compiles
+    await e.sync();
+    e.resetPeak();
+    const t0 = performance.now();
+    for (let i = 0; i < n; i++) fn();
+    await e.sync();
+    return { ms: (performance.now() - t0) / n, peakMiB: e.peakBytesInUse / 2 ** 20 };
+  };
+  if (group === "matmul") {
+    const { setMatmulKernel, launchMatmul, lastMatmulKernel } = await import(
+      "../../engine/ops/matmul.ts"
+    );
+    for (const [M, K, N] of cases.matmul) {
+      const a = T.randomNormal([M, K], 1), b = T.randomNormal([K, N], 2);
+      for (const kernel of ["auto", "tiled"] as const) {
+        setMatmulKernel(kernel);
+        const r = await time(() => T.scope(() => launchMatmul(a, b).dispose()), 10);
+        emit({
+          group,
+          name: `matmul ${M}x${K}x${N} ${kernel === "auto" ? `(${lastMatmulKernel()})` : "tiled"}`,
+          ms: r.ms,
+          value: (2 * M * K * N) / r.ms / 1e6,
+          unit: "GFLOP/s",
+        });
+      }
+      setMatmulKernel("auto");
+      a.dispose();
+      b.dispose();
+    }
+    return;
+  }
+  const { CLIP } = await import("../../model/clip.ts");
+  const { loadStateDict } = await import("../../model/weights.ts");
+  const t0 = performance.now();
+  const sd = await loadStateDict(modelFile);
+  const t1 = performance.now();
+  const model = CLIP.fromStateDict(sd, { file: modelFile });
+  await e.sync();
+  const config = model.config;
+  const R = config.imageResolution;
+  if (group === "encode") {
+    emit({ group, name: "load safetensors (f16): parse", ms: t1 - t0 });
+    emit({ group, name: "load safetensors (f16): upload", ms: performance.now() - t1 });
+    for (const B of cases.imageBatches) {
+      const px = T.randomNormal([B, 3, R, R], B);
+      const r = await time(() => T.scope(() => noGrad(() => model.encodeImage(px).features)));
+      emit({
+        group,
+        name: `image encode batch ${B}`,
+        ...r,
+        value: (1000 * B) / r.ms,
+        unit: "images/s",
+      });
+      px.dispose();
+    }
+    for (const n of cases.prompts) {
+      const ids = promptIds(n, config.contextLength);
+      const r = await time(() => T.scope(() => noGrad(() => model.encodeText(ids))));
+      emit({
+        group,
+        name: `text encode ${n} prompts`,
+        ...r,
+        value: (1000 * n) / r.ms,
+        unit: "prompts/s",
+      });
+    }
+    return;
+  }
+  // step:METHOD:CLASSES
+  const [, method, classesText] = group.split(":");
+  const C = Number(classesText), B = cases.batch[method];
+  const { METHODS } = await import("../../pipeline/methods/index.ts");
+  const { resolveOptions } = await import("../../pipeline/method.ts");
+  const { SGD } = await import("../../engine/optim.ts");
+  const { learnBpe } = await import("../../model/bpe_learn.ts");
+  const { Tokenizer } = await import("../../model/tokenizer.ts");
+  const classnames = Array.from({ length: C }, (_, i) => `thing ${i}`);
+  const tok = new Tokenizer(learnBpe([...classnames, "a photo of a", "X"], 64).text);
+  const m = METHODS[method];
+  const inst = m.create({
+    model,
+    tokenizer: tok,
+    classnames,
+    options: resolveOptions(m, {}),
+    seed: 1,
+  });
+  const px = T.own(T.randomNormal([B, 3, R, R], 3));
+  const feats = m.frozenImageFeatures
+    ? T.own(T.scope(() => noGrad(() => model.encodeImage(px).features)))
+    : undefined;
+  const params = [...inst.params.values()].filter((p) => p.requiresGrad);
+  const opt = new SGD(params, { lr: 1e-3, momentum: 0.9 });
+  const r = await time(() =>
+    T.scope(() => {
+      const labels = T.tensor(Int32Array.from({ length: B }, (_, i) => i % C), [B], "i32");
+      const views = Object.fromEntries(m.views.map((v) => [v, px]));
+      backward(inst.forward({ views, labels, features: feats }).loss);
+      opt.step();
+      opt.zeroGrad();
+    })
+  );
+  emit({
+    group: "step",
+    name: `${method} step ${C} classes batch ${B}`,
+    ...r,
+    value: (1000 * B) / r.ms,
+    unit: "images/s",
+  });
+}
+
+/** n prompts of a few tokens each (start, words, end), zero padded. */
+function promptIds(n: number, ctx: number): Int32Array {
+  const ids = new Int32Array(n * ctx);
+  for (let i = 0; i < n; i++) ids.set([49406, 320 + (i % 4000), 539, 49407], i * ctx);
+  return ids;
+}
+
+// ----- the orchestrator -----------------------------------------------------------------------
+
+async function runGroup(
+  group: string,
+  rehearsal: boolean,
+  modelFile: string,
+  timeoutS: number,
+): Promise<Row[]> {
+  const args = ["run", "-A", "--config", `${ROOT}deno.json`];
+  // run.sh sets CLIPKIT_OFFLINE: a machine that reaches no registry must not try one
+  if (Deno.env.get("CLIPKIT_OFFLINE")) args.push("--cached-only");
+  args.push(`${HERE}check.ts`, "--worker", group, "--model", modelFile);
+  if (rehearsal) args.push("--rehearsal");
+  const child = new Deno.Command(Deno.execPath(), { args, stdout: "piped", stderr: "piped" })
+    .spawn();
+  const timer = setTimeout(() => child.kill("SIGKILL"), timeoutS * 1000);
+  const out = await child.output();
+  clearTimeout(timer);
+  const dec = new TextDecoder();
+  const rows = dec.decode(out.stdout).split("\n").filter((l) => l.startsWith("ROW "))
+    .map((l) => JSON.parse(l.slice(4)) as Row);
+  if (out.code !== 0) {
+    const err = dec.decode(out.stderr).trim().split("\n").filter((l) => l && !/^\s+at /.test(l));
+    rows.push({
+      group,
+      name: `${group} (failed)`,
+      error: out.signal === "SIGKILL" ? `timed out after ${timeoutS} s` : err.slice(-3).join(" | "),
+    });
+  }
+  return rows;
+}
+
+async function peer(python: string, rehearsal: boolean, outDir: string, timeoutS: number) {
+  const args = [`${ROOT}bench/peers/clip_torch.py`, "--cases", `${HERE}cases.json`, "--mode"];
+  args.push(rehearsal ? "rehearsal" : "full", "--out", `${outDir}/torch.json`);
+  try {
+    const child = new Deno.Command(python, { args, stdout: "inherit", stderr: "piped" }).spawn();
+    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutS * 1000);
+    const out = await child.output();
+    clearTimeout(timer);
+    if (out.code !== 0) {
+      const msg = new TextDecoder().decode(out.stderr).trim().split("\n").slice(-2).join(" | ");
+      return { rows: [] as Row[], note: `peer failed: ${msg}` };
+    }
+    const got = JSON.parse(await Deno.readTextFile(`${outDir}/torch.json`));
+    return { rows: got.rows as (Row & { mode: string })[], note: got.device as string };
+  } catch (err) {
+    return { rows: [] as Row[], note: `peer not run: ${(err as Error).message}` };
+  }
+}
+
+const fmt = (x: number | undefined, d = 1) => (x === undefined ? "—" : x.toFixed(d));
+
+/** The Markdown table: clipkit, PyTorch fp32 (TF32 off), fp16 autocast, and the ratios. */
+export function table(
+  adapter: string,
+  rows: Row[],
+  torch: (Row & { mode?: string })[],
+  note: string,
+): string {
+  const by = (mode: string) =>
+    new Map(torch.filter((r) => r.mode === mode).map((r) => [r.name, r]));
+  const f32 = by("fp32"), f16 = by("fp16");
+  const lines = [
+    `clipkit on **${adapter}**; PyTorch: ${note}`,
+    "",
+    "| case | clipkit ms | peak MiB | value | torch fp32 ms | clipkit / fp32 speed | torch fp16 ms | clipkit / fp16 speed |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|",
+  ];
+  for (const r of rows) {
+    if (r.error) {
+      lines.push(
+        `| ${r.name} | failed: ${r.error.replaceAll("|", "/").slice(0, 160)} | | | | | | |`,
+      );
+      continue;
+    }
+    const key = r.name.replace(/ \((auto|[a-z]+)\)$| tiled$/, "");
+    const a = f32.get(key), h = f16.get(key);
+    const ratio = (p?: Row) => (p?.ms && r.ms ? `${(p.ms / r.ms).toFixed(3)}×` : "—");
+    lines.push(
+      `| ${r.name} | ${fmt(r.ms)} | ${fmt(r.peakMiB, 0)} | ${
+        r.value === undefined ? "" : `${fmt(r.value, 1)} ${r.unit}`
+      } | ${fmt(a?.ms)} | ${ratio(a)} | ${fmt(h?.ms)} | ${ratio(h)} |`,
+    );
+  }
+  return lines.join("\n") + "\n";
+}
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      out: { type: "string" },
+      rehearsal: { type: "boolean", default: false },
+      worker: { type: "string" },
+      python: { type: "string", default: "python3" },
+      "no-peer": { type: "boolean", default: false },
+      model: { type: "string" },
+      "budget-s": { type: "string", default: "420" },
+    },
+  });
+  const cases = loadCases(values.rehearsal);
+  if (values.worker) {
+    const emit = (r: Row) => console.log(`ROW ${JSON.stringify(r)}`);
+    await worker(values.worker, cases, values.model!, emit);
+    return 0;
+  }
+  if (!values.out) {
+    console.error("usage: deno run -A bench/gpu/check.ts --out DIR [--rehearsal] [--no-peer]");
+    return 2;
+  }
+  const outDir = values.out;
+  await Deno.mkdir(outDir, { recursive: true });
+  const { initEngine } = await import("../../engine/device.ts");
+  const info = (await initEngine()).info;
+  const groups = [
+    "matmul",
+    "encode",
+    ...["coop", "cocoop", "maple", "gopro"].flatMap((m) =>
+      cases.classes.map((c) => `step:${m}:${c}`)
+    ),
+  ];
+  // one random-weight checkpoint (OpenAI's shapes, f16 as released) that every group loads
+  const { initStateDict, OPENAI_ARCHS } = await import("../../model/archs.ts");
+  const { saveSafetensors } = await import("../../model/safetensors.ts");
+  const config = cases.config as unknown as import("../../model/clip.ts").ClipConfig;
+  if (cases.arch && JSON.stringify(OPENAI_ARCHS[cases.arch]) !== JSON.stringify(config)) {
+    throw new Error(`cases.json: the config is not ${cases.arch}'s`);
+  }
+  const tmp = await Deno.makeTempDir({ prefix: "clipkit-gpu-" });
+  const modelFile = `${tmp}/model.safetensors`;
+  await saveSafetensors(modelFile, initStateDict(config, 0));
+  // the whole clipkit part stays within --budget-s: each group gets what is left, at most its own
+  const budget = Number(values["budget-s"]);
+  const rows: Row[] = [];
+  const t0 = performance.now();
+  for (const g of groups) {
+    const left = budget - (performance.now() - t0) / 1000;
+    if (left < 5) {
+      rows.push({ group: g, name: `${g} (skipped)`, error: `the ${budget} s budget was spent` });
+      continue;
+    }
+    const got = await runGroup(g, values.rehearsal, modelFile, Math.min(cases.caseTimeoutS, left));
+    for (const r of got) {
+      console.log(
+        `${r.name.padEnd(44)} ${
+          r.error
+            ? `FAILED ${r.error}`
+            : `${fmt(r.ms).padStart(10)} ms  ${
+              r.value === undefined ? "" : `${fmt(r.value, 1)} ${r.unit}`
+            }${r.peakMiB === undefined ? "" : `  peak ${fmt(r.peakMiB, 0)} MiB`}`
+        }`,
+      );
+    }
+    rows.push(...got);
+  }
+  const clipkitS = (performance.now() - t0) / 1000;
+  await Deno.remove(tmp, { recursive: true });
+  const p = values["no-peer"]
+    ? { rows: [], note: "not run (--no-peer)" }
+    : await peer(values.python, values.rehearsal, outDir, 300);
+  const result = {
+    adapter: info.adapter,
+    backend: info.backend,
+    software: info.isFallbackAdapter,
+    features: info.features,
+    limits: info.limits,
+    rehearsal: values.rehearsal,
+    clipkitSeconds: clipkitS,
+    rows,
+    torch: p.rows,
+    torchNote: p.note,
+  };
+  await Deno.writeTextFile(`${outDir}/results.json`, JSON.stringify(result, null, 2));
+  const md = table(info.adapter, rows, p.rows, p.note);
+  await Deno.writeTextFile(`${outDir}/results.md`, md);
+  console.log(`\n${md}`);
+  return 0;
+}
+
+if (import.meta.main) Deno.exit(await main());
