@@ -352,8 +352,10 @@ export function base2new(ds: Dataset, o: Omit<PoolOptions, "shots"> & { shots?: 
 
 /**
  * Leave one domain out: the test set is every image of `target`; each (source domain, class)
- * group is shuffled with the seed and round(valFraction·n) images (default 10%) held out for
- * validation, the rest train (at most `shots` per class per source domain when given). Groups
+ * group is shuffled with the seed and held out for validation: with `shots`, min(shots, 4)
+ * images (CoOp's few-shot validation budget; never the whole group), otherwise
+ * round(valFraction·n) (default 10%); an explicit `valFraction` always rules. The rest train
+ * (at most `shots` per class per source domain when given). Groups
  * are shuffled in (domain, class) order for every domain, the target's included, so a source
  * domain's hold-out does not depend on which domain is the target.
  */
@@ -364,6 +366,8 @@ export function leaveOneDomainOut(
   const seed = checkInt("seed", o.seed, 0);
   const shots = o.shots === undefined ? null : checkInt("shots", o.shots, 1);
   const valFraction = checkFraction("valFraction", o.valFraction ?? 0.1);
+  // a few-shot run validates on a few-shot budget, as CoOp's does, unless a fraction is asked for
+  const valShots = shots !== null && o.valFraction === undefined ? Math.min(shots, 4) : null;
   const domains = ds.domains;
   if (!domains?.length) throw new DataError(ds.root, `dataset ${ds.root} has no domains`);
   if (!domains.includes(o.target)) {
@@ -392,7 +396,9 @@ export function leaveOneDomainOut(
         test.push(...g);
         continue;
       }
-      const nVal = Math.round(g.length * valFraction);
+      const nVal = valShots === null
+        ? Math.round(g.length * valFraction)
+        : Math.min(valShots, g.length - 1);
       val.push(...perm.slice(0, nVal));
       const rest = perm.slice(nVal);
       train.push(...(shots === null ? rest : rest.slice(0, shots)));
@@ -402,7 +408,9 @@ export function leaveOneDomainOut(
     format: FORMAT,
     protocol: "leave-one-domain-out",
     seed,
-    options: { target: o.target, shots, valFraction },
+    options: valShots === null
+      ? { target: o.target, shots, valFraction }
+      : { target: o.target, shots, valShots },
     dataset: datasetDigest(ds),
     classnames: [...ds.classnames],
     train: flat([train]),

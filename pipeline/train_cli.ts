@@ -10,8 +10,10 @@ import { isCropScale } from "./augment.ts";
 
 const USAGE =
   `usage: deno task train --method NAME --model FILE|NAME [--vocab FILE] --data DIR|ZIP|CSV
-       --protocol fewshot|base2new|dg [--shots 16] [--seed 1] [--target DOMAIN] [--val-fraction 0.1] [--epochs N]
+       --protocol fewshot|base2new|dg [--shots 16] [--seed 1] [--target DOMAIN] [--val-fraction F] [--epochs N]
        [--batch N] [--lr X] [--crop-scale 0.08,1] [--select last|val] [--opt key=value]... --out runs/NAME [--resume] [--dry-run]
+  dg validation: min(shots, 4) images per class and source domain with --shots (CoOp's few-shot
+  budget), else --val-fraction of each (default 0.1); an explicit --val-fraction always rules
 methods: ${Object.keys(METHODS).join(", ")}`;
 
 /** Parses a method option value: numbers, booleans, else the string. */

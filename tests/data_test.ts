@@ -234,8 +234,9 @@ Deno.test("splits: leave-one-domain-out for each target, stratified 10% validati
     for (const d of pacs.domains!) {
       if (d !== target) (valOf[d] ??= []).push(keys(s.val.filter((i) => i.domain === d)));
     }
-    // shots: at most K per class per source domain; the validation hold-out is unchanged.
-    const k = leaveOneDomainOut(pacs, { target, seed: 1, shots: 4 });
+    // shots with an explicit fraction: at most K per class per source domain; the validation
+    // hold-out is the fraction's
+    const k = leaveOneDomainOut(pacs, { target, seed: 1, shots: 4, valFraction: 0.1 });
     assert.equal(k.train.length, 3 * 7 * 4);
     assert.deepEqual(
       [...countBy(k.train, (i) => `${i.domain}/${i.label}`).values()],
@@ -243,6 +244,14 @@ Deno.test("splits: leave-one-domain-out for each target, stratified 10% validati
     );
     assert.deepEqual(keys(k.val), keys(s.val));
     assert.ok(k.train.every((i) => s.train.some((j) => j.path === i.path)));
+    // shots alone: CoOp's few-shot validation, min(K, 4) per class and source domain
+    for (const K of [1, 16]) {
+      const f = leaveOneDomainOut(pacs, { target, seed: 1, shots: K });
+      const per = [...countBy(f.val, (i) => `${i.domain}/${i.label}`).values()];
+      assert.deepEqual(per, Array(21).fill(Math.min(K, 4)), `val at ${K} shots`);
+      assert.deepEqual(f.options, { target, shots: K, valShots: Math.min(K, 4) });
+      assert.ok(disjoint(f.train, f.val));
+    }
   }
   // A source domain's hold-out does not depend on the target.
   for (const [d, vals] of Object.entries(valOf)) {
