@@ -4,6 +4,7 @@
  * graph (pipeline/method.ts) says which of them run and with what.
  */
 import { noGrad } from "../engine/autograd.ts";
+import { E } from "../engine/device.ts";
 import { own, scope, type Tensor, tensor } from "../engine/tensor.ts";
 import { concat, stack } from "../engine/ops/indexing.ts";
 import type { CLIP } from "../model/clip.ts";
@@ -87,13 +88,18 @@ export function viewsStage(
   return out;
 }
 
-/** encode: frozen image features of many images, in batches; returns an owned [N, embed] tensor. */
-export function encodeStage(
+/**
+ * encode: frozen image features of many images, in batches (one batch's activations held at a
+ * time); returns an owned [N, embed] tensor. `onBatch(n)` is told after each batch has finished
+ * on the device (for progress).
+ */
+export async function encodeStage(
   model: CLIP,
   count: number,
   fill: (i: number, out: Float32Array, offset: number) => void,
   batch = 32,
-): Tensor {
+  onBatch?: (n: number) => void,
+): Promise<Tensor> {
   const R = model.config.imageResolution, per = 3 * R * R;
   const parts: Tensor[] = [];
   for (let i = 0; i < count; i += batch) {
@@ -103,6 +109,10 @@ export function encodeStage(
     parts.push(
       own(scope(() => noGrad(() => model.encodeImage(tensor(buf, [n, 3, R, R])).features))),
     );
+    if (onBatch) {
+      await E().sync();
+      onBatch(n);
+    }
   }
   if (!parts.length) return own(tensor(new Float32Array(0), [0, model.config.embedDim]));
   const all = parts.length === 1 ? parts[0] : own(scope(() => concat(parts, 0)));
@@ -110,28 +120,51 @@ export function encodeStage(
   return all;
 }
 
-/** Frozen features of a labelled set: the test transform, plus `passes` augmented passes. */
-export function featureSet(
+/**
+ * Frozen features of a labelled set: the test transform, plus `passes` augmented passes.
+ * `onProgress(done, total)` counts encoded images over all passes.
+ */
+export async function featureSet(
   model: CLIP,
   items: readonly SplitItem[],
   image: (item: SplitItem) => RGBImage,
   classes: number,
-  { passes = 0, seed = 0, views = {} as ViewOptions } = {},
-): FeatureSet {
+  {
+    passes = 0,
+    seed = 0,
+    views = {} as ViewOptions,
+    onProgress = undefined as
+      | ((done: number, total: number) => void)
+      | undefined,
+  } = {},
+): Promise<FeatureSet> {
   const R = model.config.imageResolution;
-  const features = encodeStage(
+  const total = items.length * (1 + passes);
+  let done = 0;
+  const onBatch = onProgress && ((n: number) => onProgress(done += n, total));
+  const features = await encodeStage(
     model,
     items.length,
     (i, out, off) => clipPreprocess(image(items[i]), R, out, off),
+    32,
+    onBatch,
   );
   let augmented: Tensor | undefined;
   if (passes > 0) {
     const per: Tensor[] = [];
     for (let p = 0; p < passes; p++) {
-      per.push(encodeStage(model, items.length, (i, out, off) => {
-        const [v] = makeViews([image(items[i])], ["orig"], R, seed, 1_000_000 + p, [i], views);
-        out.set(v, off);
-      }));
+      per.push(
+        await encodeStage(
+          model,
+          items.length,
+          (i, out, off) => {
+            const [v] = makeViews([image(items[i])], ["orig"], R, seed, 1_000_000 + p, [i], views);
+            out.set(v, off);
+          },
+          32,
+          onBatch,
+        ),
+      );
     }
     augmented = own(scope(() => stack(per, 0)));
     per.forEach((t) => t.dispose());

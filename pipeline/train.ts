@@ -297,10 +297,29 @@ export function checkCompatible(
 function progress(quiet: boolean) {
   const tty = !quiet && Deno.stderr.isTerminal();
   const enc = new TextEncoder();
+  let last = performance.now();
   return (line: string, done: boolean) => {
     if (quiet) return;
     if (tty) Deno.stderr.writeSync(enc.encode(`\r\x1b[2K${line}${done ? "\n" : ""}`));
-    else if (done) console.error(line);
+    else if (done || performance.now() - last > 30_000) {
+      // a log file gets the finished lines, and a line every 30 s of a long stage
+      last = performance.now();
+      console.error(line);
+    }
+  };
+}
+
+/** A featureSet progress line: images encoded, rate and time left. */
+function encodeProgress(say: (line: string, done: boolean) => void, what: string) {
+  const t0 = performance.now();
+  return (done: number, total: number) => {
+    const s = (performance.now() - t0) / 1000, ips = done / Math.max(s, 1e-9);
+    say(
+      `encoding ${what} ${bar(done / total)} ${done}/${total} images ${ips.toFixed(1)} img/s ${
+        done === total ? `in ${fmtTime(s)}` : `ETA ${fmtTime((total - done) / ips)}`
+      }`,
+      done === total,
+    );
   };
 }
 
@@ -358,9 +377,18 @@ export async function train(config: TrainConfig): Promise<RunInfo> {
 
   // encode: frozen features once (methods whose image tower never changes)
   const trainFeats = m.frozenImageFeatures
-    ? featureSet(s.model, train, image, classes, { passes, seed: config.seed, views: viewOpts })
+    ? await featureSet(s.model, train, image, classes, {
+      passes,
+      seed: config.seed,
+      views: viewOpts,
+      onProgress: encodeProgress(say, `training features (${1 + passes} passes)`),
+    })
     : null;
-  const valFeats = m.frozenImageFeatures ? featureSet(s.model, s.split.val, image, classes) : null;
+  const valFeats = m.frozenImageFeatures
+    ? await featureSet(s.model, s.split.val, image, classes, {
+      onProgress: encodeProgress(say, "validation features"),
+    })
+    : null;
   if (trainFeats && s.instance.fit) s.instance.fit(trainFeats);
   // after fit(): training-free parts may become trainable parameters (Tip-Adapter-F's keys)
   const params = [...s.instance.params.values()].filter((p) => p.requiresGrad);
