@@ -29,6 +29,17 @@ export function noGrad<T>(fn: () => T): T {
   }
 }
 
+/** Runs fn with the tape on (a backward rule that rebuilds a tape, see chunked.ts). */
+export function withGrad<T>(fn: () => T): T {
+  const prev = gradEnabled;
+  gradEnabled = true;
+  try {
+    return fn();
+  } finally {
+    gradEnabled = prev;
+  }
+}
+
 /** Marks a tensor as a trainable leaf. */
 export function param<T extends Tensor>(t: T): T {
   if (t.dtype !== "f32") {

@@ -16,7 +16,8 @@ export {
   trim,
   writeTensor,
 } from "./tensor.ts";
-export { backward, isGradEnabled, noGrad, param } from "./autograd.ts";
+export { backward, isGradEnabled, noGrad, param, withGrad } from "./autograd.ts";
+export { chunked } from "./chunked.ts";
 export * from "./ops/elementwise.ts";
 export * from "./ops/reduce.ts";
 export * from "./ops/views.ts";

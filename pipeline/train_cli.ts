@@ -7,11 +7,15 @@ import { train, type TrainConfig } from "./train.ts";
 import { METHODS } from "./methods/index.ts";
 import { defaultRun } from "./default_run.ts";
 import { isCropScale } from "./augment.ts";
+import { textTape } from "./prompts.ts";
 
 const USAGE =
   `usage: deno task train --method NAME --model FILE|NAME [--vocab FILE] --data DIR|ZIP|CSV
        --protocol fewshot|base2new|dg [--shots 16] [--seed 1] [--target DOMAIN] [--val-fraction F] [--epochs N]
        [--batch N] [--lr X] [--crop-scale 0.08,1] [--select last|val] [--opt key=value]... --out runs/NAME [--resume] [--dry-run]
+       [--text-budget GIB]
+  --text-budget: GiB of the text tower's tape one pass may hold (default 4); the prompt learners
+  push their class prompts through in chunks that fit, each chunk's tape rebuilt in backward
   dg validation: min(shots, 4) images per class and source domain with --shots (CoOp's few-shot
   budget), else --val-fraction of each (default 0.1); an explicit --val-fraction always rules
 methods: ${Object.keys(METHODS).join(", ")}`;
@@ -47,6 +51,7 @@ export function parseTrainArgs(args: string[]): TrainConfig {
       resume: { type: "boolean", default: false },
       "dry-run": { type: "boolean", default: false },
       quiet: { type: "boolean", default: false },
+      "text-budget": { type: "string" },
     },
   });
   /** A numeric flag within [min, max) (max exclusive only for fractions), checked before any work. */
@@ -86,6 +91,9 @@ export function parseTrainArgs(args: string[]): TrainConfig {
     }
     cropScale = [c[0], c[1]];
   }
+  const budget = positive("text-budget", values["text-budget"]);
+  // process-wide: how much of the text tower's tape one pass may hold (prompts.ts)
+  if (budget !== undefined) textTape.budgetBytes = budget * 2 ** 30;
   const options: Record<string, unknown> = {};
   for (const kv of values.opt as string[]) {
     const i = kv.indexOf("=");

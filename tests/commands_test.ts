@@ -47,6 +47,7 @@ Deno.test("every command: a user's mistake is one message naming what to fix, no
       "--lr -1",
       "--val-fraction 1",
       "--seed 1.5",
+      "--text-budget 0",
     ]
       .map((f): [string, string[], number, RegExp] => [
         "train",

@@ -22,7 +22,8 @@ import { sliceAssign } from "../../engine/ops/indexing.ts";
 import { crossEntropy } from "../../engine/ops/nn.ts";
 import { randomNormal, randomUniform } from "../../engine/ops/random.ts";
 import { contiguous, narrow, reshape } from "../../engine/ops/views.ts";
-import { ClassPrompts } from "../prompts.ts";
+import { classesPerPass, ClassPrompts } from "../prompts.ts";
+import { chunked } from "../../engine/chunked.ts";
 import {
   type Batch,
   loadParams,
@@ -128,7 +129,7 @@ export class MaPLe implements MethodInstance {
       phrase
         ? scope(() => {
           // the phrase's first M words as the prompt embeds them (row 0: the same for every class)
-          const words = narrow(narrow(this.prompts.embeddings, 0, 0, 1), 1, 1, M);
+          const words = narrow(this.prompts.embeddingsOf(0, 1), 1, 1, M);
           return contiguous(reshape(words, [M, W]), true);
         })
         : randomNormal([M, W], s, 0, 0.02),
@@ -183,11 +184,24 @@ export class MaPLe implements MethodInstance {
 
   private deep = (layer: number) => layer >= 1 && layer < this.depth;
 
-  /** Class text features [C, embed]: language prompts at the input and at blocks 2 … J. */
+  /** Class text features [C, embed]: language prompts at the input and at blocks 2 … J, in
+   * chunks of classes that fit the text tape's budget. */
   textFeatures(): Tensor {
-    return this.c.model.encodeEmbeddings(this.prompts.compose(this.ctx), this.prompts.eot, {
-      beforeBlock: (l, x) => (this.deep(l) ? sliceAssign(x, this.deepText[l], [0, 1]) : x),
-    });
+    const { model } = this.c, p = this.prompts;
+    const layers = this.deepText.map((_, l) => l).filter((l) => this.deep(l));
+    const inputs = [this.ctx, ...layers.map((l) => this.deepText[l])];
+    return chunked(
+      inputs,
+      p.size,
+      classesPerPass(model),
+      ([ctx, ...deep], s, n) =>
+        model.encodeEmbeddings(p.compose(ctx, false, s, n), p.eotOf(s, n), {
+          beforeBlock: (l, x) => {
+            const k = layers.indexOf(l);
+            return k < 0 ? x : sliceAssign(x, deep[k], [0, 1]);
+          },
+        }),
+    );
   }
 
   /** Image features [B, embed]: coupled vision prompts appended, then replaced at blocks 2 … J. */
