@@ -439,8 +439,9 @@ export class CLIP {
   }
 
   /**
-   * The blocks in turn; each block's output is freed once the next block has read it (unless
-   * `hidden` returns them all), so the residual stream is held once, not once per layer.
+   * The blocks in turn; `x` (made by the caller's stem for this call) and each block's output
+   * are freed once the next block has read them (unless `hidden` returns the outputs), so the
+   * residual stream is held once, not once per layer.
    */
   private runBlocks(
     x: Tensor,
@@ -450,12 +451,12 @@ export class CLIP {
     beforeBlock?: (layer: number, x: Tensor) => Tensor,
     hidden?: Tensor[],
   ): Tensor {
-    let prev: Tensor | null = null; // the last block's output, made here
+    let prev: Tensor | null = x; // the last block's output (first: the stem's), made here
     blocks.forEach((b, i) => {
       if (beforeBlock) x = beforeBlock(i, x);
       const out = this.block(x, b, heads, causal);
       if (hidden) hidden.push(out);
-      else if (prev) prev.dispose();
+      if (prev && (i === 0 || !hidden)) prev.dispose();
       x = prev = out;
     });
     return x;
@@ -477,15 +478,18 @@ export class CLIP {
     const T = (R / c.visionPatchSize) ** 2 + 1 + (opts.extraTokens?.shape[1] ?? 0);
     const cap = rowsPerPass(Math.max(T * 4 * V, c.visionHeads * T * T, 3 * R * R));
     if (B > cap) return this.encodeImageChunks(pixels, opts, cap);
-    const patches = conv2dPatch(pixels, this.w("visual.conv1.weight")); // [B, V, g, g]
-    const tokens = permute(reshape(patches, [B, V, -1]), [0, 2, 1]); // [B, g², V]
-    const cls = expand(reshape(this.w("visual.class_embedding"), [1, 1, V]), [B, 1, V]);
-    let x = add(concat([cls, tokens], 1), this.w("visual.positional_embedding"));
-    if (opts.extraTokens) {
-      const e = opts.extraTokens;
-      x = concat([x, e.shape[0] === B ? e : expand(e, [B, e.shape[1], V])], 1);
-    }
-    x = layerNorm(x, this.w("visual.ln_pre.weight"), this.w("visual.ln_pre.bias"), 1e-5);
+    // the stem in its own scope: only ln_pre's output outlives it
+    let x = scope(() => {
+      const patches = conv2dPatch(pixels, this.w("visual.conv1.weight")); // [B, V, g, g]
+      const tokens = permute(reshape(patches, [B, V, -1]), [0, 2, 1]); // [B, g², V]
+      const cls = expand(reshape(this.w("visual.class_embedding"), [1, 1, V]), [B, 1, V]);
+      let t = add(concat([cls, tokens], 1), this.w("visual.positional_embedding"));
+      if (opts.extraTokens) {
+        const e = opts.extraTokens;
+        t = concat([t, e.shape[0] === B ? e : expand(e, [B, e.shape[1], V])], 1);
+      }
+      return layerNorm(t, this.w("visual.ln_pre.weight"), this.w("visual.ln_pre.bias"), 1e-5);
+    });
     const hidden: Tensor[] = [];
     x = this.runBlocks(
       x,

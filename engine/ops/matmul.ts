@@ -564,7 +564,11 @@ export function linear(x: Tensor, w: Tensor, b?: Tensor): Tensor {
     );
   }
   const y = matmul(x, w, { transB: true });
-  return b ? add(y, b) : y;
+  if (!b) return y;
+  // the product is read once: free it now rather than at the scope's end (add saves nothing)
+  const out = add(y, b);
+  y.dispose();
+  return out;
 }
 
 export { transpose };
