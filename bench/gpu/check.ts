@@ -2,7 +2,8 @@
  * The GPU check: everything a first run on a lent GPU measures, in one command, writing one JSON
  * and one Markdown table of clipkit against PyTorch into --out.
  *
- *   deno run -A bench/gpu/check.ts --out DIR [--rehearsal] [--python python3] [--no-peer]
+ *   deno run -A bench/gpu/check.ts --out DIR [--rehearsal | --mode full|cpu] [--python python3]
+ *     [--no-peer] [--budget-s 420]
  *
  * What it times (bench/gpu/cases.json, shared with the PyTorch peer bench/peers/clip_torch.py):
  *   - matmul GFLOP/s, 256³ … 4096³ and ViT-B/16's linear shapes, with the adapter's automatic
@@ -42,11 +43,18 @@ interface Cases {
   classes: number[];
   batch: Record<string, number>;
   caseTimeoutS: number;
+  /** timed runs per case (default 3 at full size, 2 for steps, 1 in rehearsal) */
+  reps?: number;
+  /** a first, untimed run (compiles; default true) */
+  warmup?: boolean;
+  /** the text tape's budget for the steps (GiB; default the toolkit's) */
+  textBudgetGiB?: number;
 }
 
-export function loadCases(rehearsal: boolean): Cases {
+export function loadCases(mode: string): Cases {
   const all = JSON.parse(Deno.readTextFileSync(`${HERE}cases.json`));
-  return all[rehearsal ? "rehearsal" : "full"];
+  if (!all[mode] || mode === "about") throw new Error(`cases.json has no mode "${mode}"`);
+  return all[mode];
 }
 
 // ----- the worker: one group of cases in this process -----------------------------------------
@@ -60,9 +68,9 @@ async function worker(
   const T = await import("../../engine/mod.ts");
   const { noGrad, backward } = await import("../../engine/autograd.ts");
   const e = await T.initEngine();
-  const reps = cases.arch ? (group.startsWith("step") ? 2 : 3) : 1;
+  const reps = cases.reps ?? (cases.arch ? (group.startsWith("step") ? 2 : 3) : 1);
   const time = async (fn: () => void, n = reps) => {
-    fn(); // compiles
+    if (cases.warmup ?? true) fn(); // compiles
     await e.sync();
     e.resetPeak();
     const t0 = performance.now();
@@ -138,6 +146,8 @@ async function worker(
   const { SGD } = await import("../../engine/optim.ts");
   const { learnBpe } = await import("../../model/bpe_learn.ts");
   const { Tokenizer } = await import("../../model/tokenizer.ts");
+  const { textTape } = await import("../../pipeline/prompts.ts");
+  if (cases.textBudgetGiB) textTape.budgetBytes = cases.textBudgetGiB * 2 ** 30;
   const classnames = Array.from({ length: C }, (_, i) => `thing ${i}`);
   const tok = new Tokenizer(learnBpe([...classnames, "a photo of a", "X"], 64).text);
   const m = METHODS[method];
@@ -183,7 +193,7 @@ function promptIds(n: number, ctx: number): Int32Array {
 
 async function runGroup(
   group: string,
-  rehearsal: boolean,
+  mode: string,
   modelFile: string,
   timeoutS: number,
 ): Promise<Row[]> {
@@ -191,7 +201,7 @@ async function runGroup(
   // run.sh sets CLIPKIT_OFFLINE: a machine that reaches no registry must not try one
   if (Deno.env.get("CLIPKIT_OFFLINE")) args.push("--cached-only");
   args.push(`${HERE}check.ts`, "--worker", group, "--model", modelFile);
-  if (rehearsal) args.push("--rehearsal");
+  args.push("--mode", mode);
   const child = new Deno.Command(Deno.execPath(), { args, stdout: "piped", stderr: "piped" })
     .spawn();
   const timer = setTimeout(() => child.kill("SIGKILL"), timeoutS * 1000);
@@ -211,9 +221,9 @@ async function runGroup(
   return rows;
 }
 
-async function peer(python: string, rehearsal: boolean, outDir: string, timeoutS: number) {
+async function peer(python: string, mode: string, outDir: string, timeoutS: number) {
   const args = [`${ROOT}bench/peers/clip_torch.py`, "--cases", `${HERE}cases.json`, "--mode"];
-  args.push(rehearsal ? "rehearsal" : "full", "--out", `${outDir}/torch.json`);
+  args.push(mode, "--out", `${outDir}/torch.json`);
   try {
     const child = new Deno.Command(python, { args, stdout: "inherit", stderr: "piped" }).spawn();
     const timer = setTimeout(() => child.kill("SIGKILL"), timeoutS * 1000);
@@ -273,6 +283,7 @@ async function main(): Promise<number> {
     options: {
       out: { type: "string" },
       rehearsal: { type: "boolean", default: false },
+      mode: { type: "string" },
       worker: { type: "string" },
       python: { type: "string", default: "python3" },
       "no-peer": { type: "boolean", default: false },
@@ -280,14 +291,17 @@ async function main(): Promise<number> {
       "budget-s": { type: "string", default: "420" },
     },
   });
-  const cases = loadCases(values.rehearsal);
+  const mode = values.mode ?? (values.rehearsal ? "rehearsal" : "full");
+  const cases = loadCases(mode);
   if (values.worker) {
     const emit = (r: Row) => console.log(`ROW ${JSON.stringify(r)}`);
     await worker(values.worker, cases, values.model!, emit);
     return 0;
   }
   if (!values.out) {
-    console.error("usage: deno run -A bench/gpu/check.ts --out DIR [--rehearsal] [--no-peer]");
+    console.error(
+      "usage: deno run -A bench/gpu/check.ts --out DIR [--rehearsal | --mode full|cpu] [--no-peer]",
+    );
     return 2;
   }
   const outDir = values.out;
@@ -321,7 +335,7 @@ async function main(): Promise<number> {
       rows.push({ group: g, name: `${g} (skipped)`, error: `the ${budget} s budget was spent` });
       continue;
     }
-    const got = await runGroup(g, values.rehearsal, modelFile, Math.min(cases.caseTimeoutS, left));
+    const got = await runGroup(g, mode, modelFile, Math.min(cases.caseTimeoutS, left));
     for (const r of got) {
       console.log(
         `${r.name.padEnd(44)} ${
@@ -339,14 +353,15 @@ async function main(): Promise<number> {
   await Deno.remove(tmp, { recursive: true });
   const p = values["no-peer"]
     ? { rows: [], note: "not run (--no-peer)" }
-    : await peer(values.python, values.rehearsal, outDir, 300);
+    : await peer(values.python, mode, outDir, 300);
   const result = {
     adapter: info.adapter,
     backend: info.backend,
     software: info.isFallbackAdapter,
     features: info.features,
     limits: info.limits,
-    rehearsal: values.rehearsal,
+    rehearsal: mode === "rehearsal",
+    mode,
     clipkitSeconds: clipkitS,
     rows,
     torch: p.rows,

@@ -94,12 +94,14 @@ def main():
     torch.backends.cudnn.allow_tf32 = False
     torch.manual_seed(0)
     model = Clip(c).to(dev).eval()
-    reps = 3 if cases["arch"] else 1
+    reps = cases.get("reps", 3 if cases["arch"] else 1)
+    warm = cases.get("warmup", True)
     R, L, W = c["imageResolution"], c["contextLength"], c["transformerWidth"]
     rows = []
 
     def timed(name, fn, mode, n=reps, per=None, unit=None):
-        fn()  # warm-up
+        if warm:
+            fn()  # warm-up
         if cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
