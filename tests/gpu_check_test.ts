@@ -4,7 +4,7 @@
  * registry to reach; and its table puts PyTorch's rows beside clipkit's by name.
  */
 import { assert } from "./util.ts";
-import { table } from "../bench/gpu/check.ts";
+import { checkedConfig, loadCases, table } from "../bench/gpu/check.ts";
 
 const root = new URL("..", import.meta.url).pathname;
 
@@ -66,4 +66,14 @@ Deno.test("the GPU check's table: PyTorch beside clipkit by case name, ratios as
     /\| matmul 8x8x8 \(tiled\) \| 2\.0 \| — \| 1\.0 GFLOP\/s \| 1\.0 \| 0\.500× \| 0\.5 \| 0\.250× \|/,
   );
   assert.match(md, /\| gopro step 100 classes batch 4 \| failed: out of \/ memory \|/);
+});
+
+Deno.test("the GPU check's case sets: each names its architecture's exact configuration", () => {
+  for (const mode of ["full", "cpu", "rehearsal"]) {
+    const cases = loadCases(mode);
+    assert.ok(mode === "rehearsal" || cases.arch, mode);
+    checkedConfig(cases);
+  }
+  const wrong = { ...loadCases("full"), config: { ...loadCases("full").config, visionLayers: 11 } };
+  assert.throws(() => checkedConfig(wrong), /not ViT-B\/16's \(visionLayers\)/);
 });

@@ -20,6 +20,8 @@
  * Nothing here needs ../shared or a network: the vocabulary is learnt from the class names.
  */
 import { parseArgs } from "node:util";
+import { OPENAI_ARCHS } from "../../model/archs.ts";
+import type { ClipConfig } from "../../model/clip.ts";
 
 const HERE = new URL(".", import.meta.url).pathname;
 const ROOT = new URL("../../", import.meta.url).pathname;
@@ -55,6 +57,19 @@ export function loadCases(mode: string): Cases {
   const all = JSON.parse(Deno.readTextFileSync(`${HERE}cases.json`));
   if (!all[mode] || mode === "about") throw new Error(`cases.json has no mode "${mode}"`);
   return all[mode];
+}
+
+/** The case set's model configuration; refused unless it is its `arch`'s exactly. */
+export function checkedConfig(cases: Cases): ClipConfig {
+  const c = cases.config as unknown as ClipConfig;
+  if (cases.arch) {
+    const want = OPENAI_ARCHS[cases.arch] as unknown as Record<string, number>;
+    const bad = Object.keys(want).filter((k) => want[k] !== cases.config[k]);
+    if (!want || bad.length || Object.keys(cases.config).length !== Object.keys(want).length) {
+      throw new Error(`cases.json: the config is not ${cases.arch}'s (${bad.join(", ")})`);
+    }
+  }
+  return c;
 }
 
 // ----- the worker: one group of cases in this process -----------------------------------------
@@ -316,12 +331,9 @@ async function main(): Promise<number> {
     ),
   ];
   // one random-weight checkpoint (OpenAI's shapes, f16 as released) that every group loads
-  const { initStateDict, OPENAI_ARCHS } = await import("../../model/archs.ts");
+  const { initStateDict } = await import("../../model/archs.ts");
   const { saveSafetensors } = await import("../../model/safetensors.ts");
-  const config = cases.config as unknown as import("../../model/clip.ts").ClipConfig;
-  if (cases.arch && JSON.stringify(OPENAI_ARCHS[cases.arch]) !== JSON.stringify(config)) {
-    throw new Error(`cases.json: the config is not ${cases.arch}'s`);
-  }
+  const config = checkedConfig(cases);
   const tmp = await Deno.makeTempDir({ prefix: "clipkit-gpu-" });
   const modelFile = `${tmp}/model.safetensors`;
   await saveSafetensors(modelFile, initStateDict(config, 0));
