@@ -22,7 +22,8 @@ async function optional(name: string, file: string, fn: string) {
   }
 }
 
-const USAGE = `usage: deno task bench [--quick] [--only engine,matmul,nn,clip,methods] [--json FILE]
+const USAGE =
+  `usage: deno task bench [--quick] [--only engine,matmul,nn,clip,methods,block] [--json FILE]
   kernel and model benchmarks on the current adapter, printed as a table; --json also writes them
   (naming the adapter); --quick runs fewer iterations`;
 
@@ -61,6 +62,7 @@ export async function main(args: string[]): Promise<number> {
   await optional("nn", "./nn.ts", "benchNN");
   await optional("clip", "./clip.ts", "benchClip");
   await optional("methods", "./methods.ts", "benchMethods");
+  await optional("block", "./block.ts", "benchBlock");
   const engine = await initEngine();
   const only = values.only?.split(",");
   for (const name of only ?? []) {

@@ -314,7 +314,7 @@ export class CLIP {
         continue;
       }
       const t = keepF16
-        ? tensor((host as Uint16Array).slice(), w.shape, "f16")
+        ? tensor(host as Uint16Array, w.shape, "f16")
         : tensor(host, w.shape);
       t.name = name;
       m.weights.set(name, opts.trainable ? param(t) : t);

@@ -302,6 +302,7 @@ async function main(): Promise<number> {
       worker: { type: "string" },
       python: { type: "string", default: "python3" },
       "no-peer": { type: "boolean", default: false },
+      "peer-only": { type: "boolean", default: false },
       model: { type: "string" },
       "budget-s": { type: "string", default: "420" },
     },
@@ -321,6 +322,17 @@ async function main(): Promise<number> {
   }
   const outDir = values.out;
   await Deno.mkdir(outDir, { recursive: true });
+  if (values["peer-only"]) {
+    // the peer again beside an earlier run's clipkit rows (another PyTorch, another BLAS)
+    const prev = JSON.parse(await Deno.readTextFile(`${outDir}/results.json`));
+    const p = await peer(values.python, prev.mode, outDir, 1800);
+    const result = { ...prev, torch: p.rows, torchNote: p.note };
+    await Deno.writeTextFile(`${outDir}/results.json`, JSON.stringify(result, null, 2));
+    const md = table(prev.adapter, prev.rows, p.rows, p.note);
+    await Deno.writeTextFile(`${outDir}/results.md`, md);
+    console.log(`\n${md}`);
+    return 0;
+  }
   const { initEngine } = await import("../../engine/device.ts");
   const info = (await initEngine()).info;
   const groups = [

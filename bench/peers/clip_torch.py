@@ -17,6 +17,7 @@ Never needed by the tests; run where PyTorch is installed (the GPU machine has i
 
 import argparse
 import json
+import os
 import time
 
 import torch
@@ -92,6 +93,8 @@ def main():
     cuda = dev.type == "cuda"
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
+    if not cuda:
+        torch.set_num_threads(os.cpu_count() or 1)  # some builds start with one thread
     torch.manual_seed(0)
     model = Clip(c).to(dev).eval()
     reps = cases.get("reps", 3 if cases["arch"] else 1)
@@ -166,7 +169,8 @@ def main():
                     except OOM as e:
                         rows.append({"name": name, "mode": mode, "error": f"out of memory: {str(e)[:80]}"})
                         torch.cuda.empty_cache()
-    device = torch.cuda.get_device_name() if cuda else f"CPU, {torch.get_num_threads()} threads"
+    blas = "" if cuda else next((l.split("BLAS_INFO=")[1].split(",")[0] for l in torch.__config__.show().split("\n") if "BLAS_INFO=" in l), "?")
+    device = torch.cuda.get_device_name() if cuda else f"CPU, {torch.get_num_threads()} threads, build BLAS_INFO {blas} (the system libblas)"
     json.dump({"device": f"PyTorch {torch.__version__} on {device}", "rows": rows}, open(a.out, "w"), indent=1)
 
 

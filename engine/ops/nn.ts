@@ -414,8 +414,17 @@ function causalMask(Tq: number, Tk: number): Tensor {
 }
 
 /**
+ * From this many keys on, a software adapter runs the composite (its matmuls take the texture
+ * path): measured on llvmpipe (2 cores, bench/block.ts and the fused/composite pairs), fused →
+ * composite ms: [8, 12, 197, 64] 549 → 227, [1, 12, 197, 64] 74 → 34, [8, 16, 257, 64] 1249 →
+ * 435, while 77 causal tokens favour the fused kernel ([100, 8, 77, 64]: 440 vs 636).
+ */
+const SOFTWARE_COMPOSITE_TK = 128;
+
+/**
  * Scaled dot-product attention: q [B, H, Tq, D], k [B, H, Tk, D], v [B, H, Tk, Dv] →
- * [B, H, Tq, Dv]. The fused forward serves head sizes up to 128; larger ones run the composite.
+ * [B, H, Tq, Dv]. The fused forward serves head sizes up to 128 (larger ones run the composite,
+ * as does a software adapter at SOFTWARE_COMPOSITE_TK keys or more unless `fused` is set).
  */
 export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions = {}): Tensor {
   const op = "attention";
@@ -441,10 +450,24 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   }
   if (Tk === 0) throw new EngineError(op, `no keys to attend to: ${shapes}`);
   const scale = opts.scale ?? 1 / Math.sqrt(D);
-  if (opts.fused === false || D > ATTN_MAX_D || Dv > ATTN_MAX_D) {
-    let s = affine(matmul(q, k, { transB: true }), scale, 0);
-    if (causal) s = add(s, causalMask(Tq, Tk));
-    return matmul(softmax(s), v);
+  const composite = opts.fused === false || D > ATTN_MAX_D || Dv > ATTN_MAX_D ||
+    (opts.fused === undefined && E().info.isFallbackAdapter && Tk >= SOFTWARE_COMPOSITE_TK);
+  if (composite) {
+    // the scale on q (Tq × D) rather than on the Tq × Tk scores; each score-sized tensor is
+    // freed as soon as the next op has read it
+    const qs = affine(q, scale, 0);
+    let s = matmul(qs, k, { transB: true });
+    qs.dispose();
+    if (causal) {
+      const masked = add(s, causalMask(Tq, Tk));
+      s.dispose();
+      s = masked;
+    }
+    const p = softmax(s);
+    s.dispose();
+    const out = matmul(p, v);
+    p.dispose();
+    return out;
   }
   const out = empty([B, H, Tq, Dv]);
   const lse = empty([B, H, Tq]);
