@@ -313,9 +313,7 @@ export class CLIP {
         m.tokenBlocks = splitRows(host, w.shape, dtype, limit, name);
         continue;
       }
-      const t = keepF16
-        ? tensor(host as Uint16Array, w.shape, "f16")
-        : tensor(host, w.shape);
+      const t = keepF16 ? tensor(host as Uint16Array, w.shape, "f16") : tensor(host, w.shape);
       t.name = name;
       m.weights.set(name, opts.trainable ? param(t) : t);
     }
