@@ -24,18 +24,37 @@ async function optional(name: string, file: string, fn: string) {
 
 const USAGE =
   `usage: deno task bench [--quick] [--only engine,matmul,nn,clip,methods,block] [--json FILE]
+       deno task bench --model FILE | --arch ViT-B/16 [--out DIR] [--python python3]
   kernel and model benchmarks on the current adapter, printed as a table; --json also writes them
-  (naming the adapter); --quick runs fewer iterations`;
+  (naming the adapter); --quick runs fewer iterations. With --model or --arch: one full-size
+  model's scaling table (load, image and text encoding, the prompt learners' steps) beside
+  PyTorch, written to DIR (default bench-out/) as results.json and results.md (bench/gpu/check.ts)`;
 
 export async function main(args: string[]): Promise<number> {
   const p = parseCommand(args, USAGE, {
     quick: { type: "boolean", default: false },
     only: { type: "string" },
     json: { type: "string" },
+    model: { type: "string" },
+    arch: { type: "string" },
+    out: { type: "string" },
+    python: { type: "string" },
   });
   if (typeof p === "number") return p;
   const { values } = p;
   if (values.quick) Deno.env.set("BENCH_QUICK", "1");
+  if (values.model || values.arch) {
+    // the scaling table of one full-size model (bench/gpu/check.ts, with the PyTorch peer): the
+    // 'cpu' case set on a software adapter, the 'full' one elsewhere
+    const { initEngine } = await import("../engine/device.ts");
+    const soft = (await initEngine()).info.isFallbackAdapter;
+    const { checkMain } = await import("./gpu/check.ts");
+    const args = ["--mode", soft ? "cpu" : "full", "--out", values.out ?? "bench-out"];
+    if (values.model) args.push("--model", values.model);
+    if (values.arch) args.push("--arch", values.arch);
+    if (values.python) args.push("--python", values.python);
+    return await checkMain(args);
+  }
   await optional("matmul", "./matmul.ts", "benchMatmul");
   if (SUITES.matmul) {
     const raw = SUITES.matmul as unknown as () => Promise<

@@ -77,3 +77,22 @@ Deno.test("the GPU check's case sets: each names its architecture's exact config
   const wrong = { ...loadCases("full"), config: { ...loadCases("full").config, visionLayers: 11 } };
   assert.throws(() => checkedConfig(wrong), /not ViT-B\/16's \(visionLayers\)/);
 });
+
+Deno.test("the scaling table of a given checkpoint: its configuration, not the case set's", async () => {
+  const { checkMain } = await import("../bench/gpu/check.ts");
+  const { initStateDict } = await import("../model/archs.ts");
+  const { saveSafetensors } = await import("../model/safetensors.ts");
+  const out = await Deno.makeTempDir({ prefix: "bench-model-" });
+  const config = { ...loadCases("rehearsal").config, visionLayers: 1, transformerLayers: 1 };
+  const file = `${out}/one-layer.safetensors`;
+  // deno-lint-ignore no-explicit-any
+  await saveSafetensors(file, initStateDict(config as any, 5));
+  const code = await checkMain(["--mode", "rehearsal", "--out", out, "--model", file, "--no-peer"]);
+  assert.equal(code, 0);
+  const res = JSON.parse(await Deno.readTextFile(`${out}/results.json`));
+  assert.deepEqual(res.rows.filter((r: { error?: string }) => r.error), []);
+  const cases = JSON.parse(await Deno.readTextFile(`${out}/cases.json`)).rehearsal;
+  assert.equal(cases.config.visionLayers, 1);
+  assert.equal(cases.arch, null);
+  await Deno.remove(out, { recursive: true });
+});

@@ -3,7 +3,8 @@
  * and one Markdown table of clipkit against PyTorch into --out.
  *
  *   deno run -A bench/gpu/check.ts --out DIR [--rehearsal | --mode full|cpu] [--python python3]
- *     [--no-peer] [--budget-s 420]
+ *     [--no-peer] [--budget-s 420] [--arch NAME | --model FILE]
+ * (`--arch`/`--model`: another model than the case set's, e.g. `deno task bench --arch ViT-L/14`)
  *
  * What it times (bench/gpu/cases.json, shared with the PyTorch peer bench/peers/clip_torch.py):
  *   - matmul GFLOP/s, 256³ … 4096³ and ViT-B/16's linear shapes, with the adapter's automatic
@@ -53,8 +54,8 @@ interface Cases {
   textBudgetGiB?: number;
 }
 
-export function loadCases(mode: string): Cases {
-  const all = JSON.parse(Deno.readTextFileSync(`${HERE}cases.json`));
+export function loadCases(mode: string, file = `${HERE}cases.json`): Cases {
+  const all = JSON.parse(Deno.readTextFileSync(file));
   if (!all[mode] || mode === "about") throw new Error(`cases.json has no mode "${mode}"`);
   return all[mode];
 }
@@ -209,6 +210,7 @@ function promptIds(n: number, ctx: number): Int32Array {
 async function runGroup(
   group: string,
   mode: string,
+  casesFile: string,
   modelFile: string,
   timeoutS: number,
 ): Promise<Row[]> {
@@ -216,7 +218,7 @@ async function runGroup(
   // run.sh sets CLIPKIT_OFFLINE: a machine that reaches no registry must not try one
   if (Deno.env.get("CLIPKIT_OFFLINE")) args.push("--cached-only");
   args.push(`${HERE}check.ts`, "--worker", group, "--model", modelFile);
-  args.push("--mode", mode);
+  args.push("--mode", mode, "--cases", casesFile);
   const child = new Deno.Command(Deno.execPath(), { args, stdout: "piped", stderr: "piped" })
     .spawn();
   const timer = setTimeout(() => child.kill("SIGKILL"), timeoutS * 1000);
@@ -236,8 +238,14 @@ async function runGroup(
   return rows;
 }
 
-async function peer(python: string, mode: string, outDir: string, timeoutS: number) {
-  const args = [`${ROOT}bench/peers/clip_torch.py`, "--cases", `${HERE}cases.json`, "--mode"];
+async function peer(
+  python: string,
+  mode: string,
+  casesFile: string,
+  outDir: string,
+  timeoutS: number,
+) {
+  const args = [`${ROOT}bench/peers/clip_torch.py`, "--cases", casesFile, "--mode"];
   args.push(mode, "--out", `${outDir}/torch.json`);
   try {
     const child = new Deno.Command(python, { args, stdout: "inherit", stderr: "piped" }).spawn();
@@ -292,9 +300,10 @@ export function table(
   return lines.join("\n") + "\n";
 }
 
-async function main(): Promise<number> {
+/** The command (bench/main.ts calls it for `deno task bench --model FILE | --arch NAME`). */
+export async function checkMain(args: string[]): Promise<number> {
   const { values } = parseArgs({
-    args: Deno.args,
+    args,
     options: {
       out: { type: "string" },
       rehearsal: { type: "boolean", default: false },
@@ -304,11 +313,13 @@ async function main(): Promise<number> {
       "no-peer": { type: "boolean", default: false },
       "peer-only": { type: "boolean", default: false },
       model: { type: "string" },
+      arch: { type: "string" },
+      cases: { type: "string" },
       "budget-s": { type: "string", default: "420" },
     },
   });
   const mode = values.mode ?? (values.rehearsal ? "rehearsal" : "full");
-  const cases = loadCases(mode);
+  const cases = loadCases(mode, values.cases);
   if (values.worker) {
     const emit = (r: Row) => console.log(`ROW ${JSON.stringify(r)}`);
     await worker(values.worker, cases, values.model!, emit);
@@ -325,7 +336,7 @@ async function main(): Promise<number> {
   if (values["peer-only"]) {
     // the peer again beside an earlier run's clipkit rows (another PyTorch, another BLAS)
     const prev = JSON.parse(await Deno.readTextFile(`${outDir}/results.json`));
-    const p = await peer(values.python, prev.mode, outDir, 1800);
+    const p = await peer(values.python, prev.mode, `${outDir}/cases.json`, outDir, 1800);
     const result = { ...prev, torch: p.rows, torchNote: p.note };
     await Deno.writeTextFile(`${outDir}/results.json`, JSON.stringify(result, null, 2));
     const md = table(prev.adapter, prev.rows, p.rows, p.note);
@@ -335,6 +346,26 @@ async function main(): Promise<number> {
   }
   const { initEngine } = await import("../../engine/device.ts");
   const info = (await initEngine()).info;
+  // another model than the case set's: an OpenAI architecture (random weights) or a checkpoint
+  const { loadStateDict } = await import("../../model/weights.ts");
+  const { inferConfig } = await import("../../model/clip.ts");
+  const given = values.model;
+  if (values.arch) {
+    if (!OPENAI_ARCHS[values.arch]) {
+      throw new Error(`--arch ${values.arch}: one of ${Object.keys(OPENAI_ARCHS).join(", ")}`);
+    }
+    cases.arch = values.arch;
+    cases.config = { ...OPENAI_ARCHS[values.arch] } as unknown as Record<string, number>;
+  } else if (given) {
+    cases.arch = null;
+    cases.config = { ...inferConfig(await loadStateDict(given), given) } as unknown as Record<
+      string,
+      number
+    >;
+  }
+  // the resolved cases travel with the results, and the workers and the peer read them
+  const casesFile = `${outDir}/cases.json`;
+  await Deno.writeTextFile(casesFile, JSON.stringify({ [mode]: cases }, null, 2));
   const groups = [
     "matmul",
     "encode",
@@ -347,8 +378,8 @@ async function main(): Promise<number> {
   const { saveSafetensors } = await import("../../model/safetensors.ts");
   const config = checkedConfig(cases);
   const tmp = await Deno.makeTempDir({ prefix: "clipkit-gpu-" });
-  const modelFile = `${tmp}/model.safetensors`;
-  await saveSafetensors(modelFile, initStateDict(config, 0));
+  const modelFile = given ?? `${tmp}/model.safetensors`;
+  if (!given) await saveSafetensors(modelFile, initStateDict(config, 0));
   // the whole clipkit part stays within --budget-s: each group gets what is left, at most its own
   const budget = Number(values["budget-s"]);
   const rows: Row[] = [];
@@ -359,7 +390,7 @@ async function main(): Promise<number> {
       rows.push({ group: g, name: `${g} (skipped)`, error: `the ${budget} s budget was spent` });
       continue;
     }
-    const got = await runGroup(g, mode, modelFile, Math.min(cases.caseTimeoutS, left));
+    const got = await runGroup(g, mode, casesFile, modelFile, Math.min(cases.caseTimeoutS, left));
     for (const r of got) {
       console.log(
         `${r.name.padEnd(44)} ${
@@ -377,7 +408,7 @@ async function main(): Promise<number> {
   await Deno.remove(tmp, { recursive: true });
   const p = values["no-peer"]
     ? { rows: [], note: "not run (--no-peer)" }
-    : await peer(values.python, mode, outDir, 300);
+    : await peer(values.python, mode, casesFile, outDir, 300);
   const result = {
     adapter: info.adapter,
     backend: info.backend,
@@ -398,4 +429,4 @@ async function main(): Promise<number> {
   return 0;
 }
 
-if (import.meta.main) Deno.exit(await main());
+if (import.meta.main) Deno.exit(await checkMain(Deno.args));
