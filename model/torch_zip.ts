@@ -14,7 +14,7 @@
  * A TorchScript module tree is walked by attribute path (`visual.transformer.resblocks.0.attn.
  * in_proj_weight`), which yields the names of the module's state dict.
  */
-import { unzipSync } from "fflate";
+import { zipEntries, type ZipEntry, zipEntryBytes } from "./zip.ts";
 import {
   DTYPE_BYTES,
   type HostWeight,
@@ -333,18 +333,27 @@ const hasTensor = (m: Map<unknown, unknown>) =>
 
 /** Reads a torch.save / torch.jit.save zip archive from its bytes. */
 export function parseTorchZip(bytes: Uint8Array, file = "<torch>"): TorchCheckpoint {
-  const names: string[] = [];
-  let entries: Entries;
+  // entries in place: a stored entry (PyTorch writes them stored, 64-byte aligned) is a view of
+  // `bytes`, so a checkpoint is not held twice; TorchScript source and debug info are never read
+  const readAt = (pos: number, len: number) => bytes.subarray(pos, pos + len);
+  let all: Map<string, ZipEntry>;
   try {
-    entries = unzipSync(bytes, {
-      filter: (f) => {
-        names.push(f.name);
-        // TorchScript source and debug info are never needed
-        return !/(^|\/)code\//.test(f.name) && !f.name.endsWith(".debug_pkl");
-      },
-    });
+    all = zipEntries(bytes.length, readAt);
   } catch (e) {
     throw new WeightsError(file, `not a readable zip archive (${(e as Error).message})`);
+  }
+  const names = [...all.keys()];
+  const entries: Entries = {};
+  for (const [name, e] of all) {
+    if (/(^|\/)code\//.test(name) || name.endsWith(".debug_pkl") || name.endsWith("/")) continue;
+    let b: Uint8Array;
+    try {
+      b = zipEntryBytes(e, readAt, bytes.length, false);
+    } catch (err) {
+      throw new WeightsError(file, `zip archive: ${(err as Error).message}`);
+    }
+    // typed views of a tensor need its alignment: copy an entry that lies at an odd offset
+    entries[name] = b.byteOffset % 8 ? b.slice() : b;
   }
   const pkls = names.filter((n) => /^([^/]+\/)?data\.pkl$/.test(n));
   if (pkls.length !== 1) {

@@ -19,9 +19,11 @@
  * Unicode-normalised: a folder copied between NFC and NFD file systems lists differently.
  * Class names are folder names with "_" → " " unless a names file is given.
  */
-import { inflateSync } from "fflate";
 import { createHash } from "node:crypto";
 import { decodeImage, type RGBImage } from "../model/image.ts";
+import { crc32, zipEntries, type ZipEntry, zipEntryBytes } from "../model/zip.ts";
+
+export { crc32 };
 
 export interface Item {
   path: string;
@@ -308,17 +310,6 @@ export function readFolder(root: string, opts: LayoutOptions = {}): Dataset {
 // Zip archives (central directory, entries read and inflated on demand)
 // ------------------------------------------------------------------------------------------------
 
-interface ZipEntry {
-  name: string;
-  method: number;
-  flags: number;
-  crc: number;
-  csize: number;
-  usize: number;
-  /** Offset of the local file header. */
-  offset: number;
-}
-
 interface ZipIndex {
   path: string;
   size: number;
@@ -326,6 +317,7 @@ interface ZipIndex {
   entries: Map<string, ZipEntry>;
 }
 
+/** Reads `len` bytes at `pos` of an open file (model/zip.ts's readAt). */
 function readAt(f: Deno.FsFile, pos: number, len: number, path: string): Uint8Array {
   const buf = new Uint8Array(len);
   f.seekSync(pos, Deno.SeekMode.Start);
@@ -338,12 +330,6 @@ function readAt(f: Deno.FsFile, pos: number, len: number, path: string): Uint8Ar
   return buf;
 }
 
-const u64 = (v: DataView, o: number) => {
-  const x = v.getBigUint64(o, true);
-  if (x > BigInt(Number.MAX_SAFE_INTEGER)) throw new RangeError("zip64 value too large");
-  return Number(x);
-};
-
 const zipCache = new Map<string, ZipIndex>();
 
 /** Parses (and caches, keyed by path, size and mtime) an archive's central directory. */
@@ -352,132 +338,35 @@ export function zipIndex(path: string): ZipIndex {
   const mtime = st.mtime?.getTime() ?? 0;
   const hit = zipCache.get(path);
   if (hit && hit.size === st.size && hit.mtime === mtime) return hit;
-  const bad = (why: string): never => {
-    throw new DataError(path, `not a readable zip archive ${path}: ${why}`);
-  };
   const f = Deno.openSync(path, { read: true });
   try {
-    const size = st.size;
-    const tailLen = Math.min(size, 22 + 65535 + 20);
-    const tail = readAt(f, size - tailLen, tailLen, path);
-    const tv = new DataView(tail.buffer);
-    let e = -1;
-    for (let i = tailLen - 22; i >= 0; i--) {
-      if (tv.getUint32(i, true) === 0x06054b50) {
-        e = i;
-        break;
-      }
-    }
-    if (e < 0) bad("no end of central directory record");
-    let count = tv.getUint16(e + 10, true);
-    let cdSize = tv.getUint32(e + 12, true);
-    let cdOff = tv.getUint32(e + 16, true);
-    if (count === 0xffff || cdSize === 0xffffffff || cdOff === 0xffffffff) {
-      // zip64: the locator sits just before the end record.
-      if (e < 20 || tv.getUint32(e - 20, true) !== 0x07064b50) bad("zip64 locator missing");
-      const rec = u64(tv, e - 20 + 8);
-      const r = new DataView(readAt(f, rec, 56, path).buffer);
-      if (r.getUint32(0, true) !== 0x06064b50) bad("bad zip64 end record");
-      count = u64(r, 32);
-      cdSize = u64(r, 40);
-      cdOff = u64(r, 48);
-    }
-    if (cdOff + cdSize > size) bad("central directory past the end of the file");
-    const cd = readAt(f, cdOff, cdSize, path);
-    const v = new DataView(cd.buffer);
-    const dec = new TextDecoder();
-    const entries = new Map<string, ZipEntry>();
-    let p = 0;
-    for (let k = 0; k < count; k++) {
-      if (p + 46 > cdSize || v.getUint32(p, true) !== 0x02014b50) bad(`bad central entry ${k}`);
-      const nameLen = v.getUint16(p + 28, true), extraLen = v.getUint16(p + 30, true);
-      const commentLen = v.getUint16(p + 32, true);
-      let csize = v.getUint32(p + 20, true), usize = v.getUint32(p + 24, true);
-      let offset = v.getUint32(p + 42, true);
-      const name = dec.decode(cd.subarray(p + 46, p + 46 + nameLen));
-      // zip64 extra field: the 64-bit values of the fields saturated at 0xffffffff, in order.
-      for (let x = p + 46 + nameLen; x + 4 <= p + 46 + nameLen + extraLen;) {
-        const id = v.getUint16(x, true), len = v.getUint16(x + 2, true);
-        if (id === 0x0001) {
-          let q = x + 4;
-          if (usize === 0xffffffff) usize = u64(v, q), q += 8;
-          if (csize === 0xffffffff) csize = u64(v, q), q += 8;
-          if (offset === 0xffffffff) offset = u64(v, q);
-        }
-        x += 4 + len;
-      }
-      entries.set(name, {
-        name,
-        flags: v.getUint16(p + 8, true),
-        method: v.getUint16(p + 10, true),
-        crc: v.getUint32(p + 16, true),
-        csize,
-        usize,
-        offset,
-      });
-      p += 46 + nameLen + extraLen + commentLen;
-    }
-    const idx = { path, size, mtime, entries };
+    const entries = zipEntries(st.size, (pos, len) => readAt(f, pos, len, path));
+    const idx = { path, size: st.size, mtime, entries };
     zipCache.set(path, idx);
     return idx;
   } catch (err) {
     if (err instanceof DataError) throw err;
-    return bad((err as Error).message);
+    throw new DataError(path, `not a readable zip archive ${path}: ${(err as Error).message}`);
   } finally {
     f.close();
   }
-}
-
-let CRC_TABLE: Uint32Array | null = null;
-/** CRC-32 (zip, PNG). */
-export function crc32(b: Uint8Array): number {
-  if (!CRC_TABLE) {
-    CRC_TABLE = new Uint32Array(256);
-    for (let n = 0; n < 256; n++) {
-      let c = n;
-      for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-      CRC_TABLE[n] = c >>> 0;
-    }
-  }
-  let c = 0xffffffff;
-  for (let i = 0; i < b.length; i++) c = CRC_TABLE[(c ^ b[i]) & 0xff] ^ (c >>> 8);
-  return (c ^ 0xffffffff) >>> 0;
 }
 
 /** Reads and inflates one entry of a zip archive (CRC-checked). */
 export function readZipEntry(path: string, name: string): Uint8Array {
-  const e = zipIndex(path).entries.get(name);
+  const idx = zipIndex(path);
+  const e = idx.entries.get(name);
   const where = `${path}!/${name}`;
   if (!e) throw new DataError(where, `no entry ${name} in zip archive ${path}`);
-  if (e.flags & 1) throw new DataError(where, `encrypted zip entry ${where}`);
-  if (e.method !== 0 && e.method !== 8) {
-    throw new DataError(
-      where,
-      `zip entry ${where} uses compression method ${e.method} (stored and deflate are read)`,
-    );
-  }
   const f = Deno.openSync(path, { read: true });
-  let raw: Uint8Array;
   try {
-    const h = new DataView(readAt(f, e.offset, 30, path).buffer);
-    if (h.getUint32(0, true) !== 0x04034b50) {
-      throw new DataError(where, `bad local header for ${where}`);
-    }
-    const start = e.offset + 30 + h.getUint16(26, true) + h.getUint16(28, true);
-    raw = readAt(f, start, e.csize, path);
+    return zipEntryBytes(e, (pos, len) => readAt(f, pos, len, path), idx.size);
+  } catch (err) {
+    if (err instanceof DataError) throw err;
+    throw new DataError(where, `zip entry ${where}: ${(err as Error).message}`);
   } finally {
     f.close();
   }
-  let out: Uint8Array;
-  try {
-    out = e.method === 0 ? raw : inflateSync(raw, { out: new Uint8Array(e.usize) });
-  } catch (err) {
-    throw new DataError(where, `cannot inflate ${where}: ${(err as Error).message}`);
-  }
-  if (out.length !== e.usize || crc32(out) !== e.crc) {
-    throw new DataError(where, `zip entry ${where} is corrupt (size or CRC mismatch)`);
-  }
-  return out;
 }
 
 /**
