@@ -205,7 +205,8 @@ export class ClassPrompts {
  * engine/chunked.ts: each chunk's tape is rebuilt in backward), so that 1,000 classes train
  * within a fixed memory. `train --text-budget GIB` sets it; tests lower it to force chunks.
  */
-export const textTape = { budgetBytes: 4 * 2 ** 30 };
+export const DEFAULT_TEXT_BUDGET_GIB = 4;
+export const textTape = { budgetBytes: DEFAULT_TEXT_BUDGET_GIB * 2 ** 30 };
 
 /** Floats a taped text-tower block keeps per token and unit of width (the saved activations:
  * layer norms' inputs, q/k/v, attention output, the 4×-wide MLP input and activation, ...),

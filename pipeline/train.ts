@@ -4,6 +4,7 @@
  * everything needed to rebuild the prompts), `--resume`, and model selection on validation or the
  * last epoch. The test split stays sealed throughout: only `deno task eval` reads it.
  */
+import { DEFAULT_TEXT_BUDGET_GIB, textTape } from "./prompts.ts";
 import { backward } from "../engine/autograd.ts";
 import { E, initEngine } from "../engine/device.ts";
 import { scope, type Tensor, tensor } from "../engine/tensor.ts";
@@ -60,6 +61,8 @@ export interface TrainConfig extends DataSpec {
   select?: "last" | "val";
   /** Augmented passes whose frozen features are cached (methods with frozen image features). */
   cachePasses?: number;
+  /** GiB of the text tower's tape one pass may hold (default 4; see prompts.ts `textTape`). */
+  textBudget?: number;
   resume?: boolean;
   /** Print the graph and trained parameter counts, then stop. */
   dryRun?: boolean;
@@ -356,6 +359,7 @@ export async function train(config: TrainConfig): Promise<RunInfo> {
     return runInfo(s, [], 0, 0);
   }
   const say = progress(!!config.quiet);
+  textTape.budgetBytes = (config.textBudget ?? DEFAULT_TEXT_BUDGET_GIB) * 2 ** 30;
   const m = s.method;
   const epochs = config.epochs ?? m.defaults.epochs;
   const batchSize = config.batch ?? m.defaults.batch;

@@ -7,7 +7,6 @@ import { train, type TrainConfig } from "./train.ts";
 import { METHODS } from "./methods/index.ts";
 import { defaultRun } from "./default_run.ts";
 import { isCropScale } from "./augment.ts";
-import { textTape } from "./prompts.ts";
 
 const USAGE =
   `usage: deno task train --method NAME --model FILE|NAME [--vocab FILE] --data DIR|ZIP|CSV
@@ -91,9 +90,6 @@ export function parseTrainArgs(args: string[]): TrainConfig {
     }
     cropScale = [c[0], c[1]];
   }
-  const budget = positive("text-budget", values["text-budget"]);
-  // process-wide: how much of the text tower's tape one pass may hold (prompts.ts)
-  if (budget !== undefined) textTape.budgetBytes = budget * 2 ** 30;
   const options: Record<string, unknown> = {};
   for (const kv of values.opt as string[]) {
     const i = kv.indexOf("=");
@@ -116,6 +112,7 @@ export function parseTrainArgs(args: string[]): TrainConfig {
     lr: positive("lr", values.lr),
     select: values.select as "last" | "val",
     cachePasses: num("cache-passes", values["cache-passes"], true, 1),
+    textBudget: positive("text-budget", values["text-budget"]),
     cropScale,
     out: values.out!,
     resume: values.resume,

@@ -110,3 +110,11 @@ Deno.test("prompt learners: a step in one-class chunks equals the unchunked step
     model.dispose();
   }
 });
+
+Deno.test("train --text-budget GIB reaches the run's config (recorded in run.json)", async () => {
+  const { parseTrainArgs } = await import("../pipeline/train_cli.ts");
+  const base = ["--method", "coop", "--model", "m", "--data", "d", "--out", "o"];
+  assert.equal(parseTrainArgs([...base, "--text-budget", "0.5"]).textBudget, 0.5);
+  assert.equal(parseTrainArgs(base).textBudget, undefined);
+  assert.throws(() => parseTrainArgs([...base, "--text-budget", "-1"]), /--text-budget/);
+});
