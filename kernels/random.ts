@@ -82,28 +82,49 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 // ---------------------------------------------------------------------------------------------
 // CPU reference: the same stream, exactly.
 
-function mulhilo(a: number, b: number): [number, number] {
+/** The high 32 bits of the 64-bit product of two u32 (the low ones are Math.imul's). */
+function mulhi(a: number, b: number): number {
   const al = a & 0xffff, ah = a >>> 16, bl = b & 0xffff, bh = b >>> 16;
   const lh = al * bh, hl = ah * bl;
   const mid = ((al * bl) >>> 16) + (lh & 0xffff) + (hl & 0xffff);
-  const hi = (ah * bh + (lh >>> 16) + (hl >>> 16) + (mid >>> 16)) >>> 0;
-  return [hi, Math.imul(a, b) >>> 0];
+  return (ah * bh + (lh >>> 16) + (hl >>> 16) + (mid >>> 16)) >>> 0;
 }
 
-/** Philox-4x32-10 of counter c (4 u32) under key k (2 u32). */
-export function philox4x32(c: ArrayLike<number>, k: ArrayLike<number>): Uint32Array {
-  let [c0, c1, c2, c3] = [c[0] >>> 0, c[1] >>> 0, c[2] >>> 0, c[3] >>> 0];
-  let [k0, k1] = [k[0] >>> 0, k[1] >>> 0];
+/** Philox-4x32-10 of counter (c0, c1, c2, c3) under key (k0, k1), written to out[j..j+4). */
+function philoxInto(
+  c0: number,
+  c1: number,
+  c2: number,
+  c3: number,
+  k0: number,
+  k1: number,
+  out: Uint32Array,
+  j: number,
+) {
   for (let r = 0; r < 10; r++) {
     if (r > 0) {
       k0 = (k0 + W0) >>> 0;
       k1 = (k1 + W1) >>> 0;
     }
-    const [phi, plo] = mulhilo(M0, c0);
-    const [qhi, qlo] = mulhilo(M1, c2);
-    [c0, c1, c2, c3] = [(qhi ^ c1 ^ k0) >>> 0, qlo, (phi ^ c3 ^ k1) >>> 0, plo];
+    const phi = mulhi(M0, c0), plo = Math.imul(M0, c0) >>> 0;
+    const qhi = mulhi(M1, c2), qlo = Math.imul(M1, c2) >>> 0;
+    const n0 = (qhi ^ c1 ^ k0) >>> 0, n2 = (phi ^ c3 ^ k1) >>> 0;
+    c0 = n0;
+    c1 = qlo;
+    c2 = n2;
+    c3 = plo;
   }
-  return Uint32Array.of(c0, c1, c2, c3);
+  out[j] = c0;
+  out[j + 1] = c1;
+  out[j + 2] = c2;
+  out[j + 3] = c3;
+}
+
+/** Philox-4x32-10 of counter c (4 u32) under key k (2 u32). */
+export function philox4x32(c: ArrayLike<number>, k: ArrayLike<number>): Uint32Array {
+  const out = new Uint32Array(4);
+  philoxInto(c[0] >>> 0, c[1] >>> 0, c[2] >>> 0, c[3] >>> 0, k[0] >>> 0, k[1] >>> 0, out, 0);
+  return out;
 }
 
 /** The key words of a seed (a non-negative safe integer). */
@@ -118,41 +139,15 @@ export function streamBlock(seed: number, b: number): Uint32Array {
   return out;
 }
 
-/** The high 32 bits of the 64-bit product of two u32 (no allocation). */
-function mulhi(a: number, b: number): number {
-  const al = a & 0xffff, ah = a >>> 16, bl = b & 0xffff, bh = b >>> 16;
-  const lh = al * bh, hl = ah * bl;
-  const mid = ((al * bl) >>> 16) + (lh & 0xffff) + (hl & 0xffff);
-  return (ah * bh + (lh >>> 16) + (hl >>> 16) + (mid >>> 16)) >>> 0;
-}
-
 /**
  * Fills `out` (length a multiple of 4) with blocks firstBlock, firstBlock + 1, ... of a seed's
- * stream: philox4x32 without its per-round arrays, for bulk host draws (random checkpoints).
+ * stream, without an allocation per block (bulk host draws: random checkpoints).
  */
 export function fillStream(seed: number, firstBlock: number, out: Uint32Array) {
-  const [key0, key1] = seedKey(seed);
+  const [k0, k1] = seedKey(seed);
   for (let j = 0; j + 3 < out.length; j += 4) {
     const b = firstBlock + j / 4;
-    let c0 = b % 2 ** 32 >>> 0, c1 = Math.floor(b / 2 ** 32) >>> 0, c2 = 0, c3 = 0;
-    let k0 = key0, k1 = key1;
-    for (let r = 0; r < 10; r++) {
-      if (r > 0) {
-        k0 = (k0 + W0) >>> 0;
-        k1 = (k1 + W1) >>> 0;
-      }
-      const phi = mulhi(M0, c0), plo = Math.imul(M0, c0) >>> 0;
-      const qhi = mulhi(M1, c2), qlo = Math.imul(M1, c2) >>> 0;
-      const n0 = (qhi ^ c1 ^ k0) >>> 0, n2 = (phi ^ c3 ^ k1) >>> 0;
-      c0 = n0;
-      c1 = qlo;
-      c2 = n2;
-      c3 = plo;
-    }
-    out[j] = c0;
-    out[j + 1] = c1;
-    out[j + 2] = c2;
-    out[j + 3] = c3;
+    philoxInto(b % 2 ** 32 >>> 0, Math.floor(b / 2 ** 32) >>> 0, 0, 0, k0, k1, out, j);
   }
 }
 
