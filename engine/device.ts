@@ -148,12 +148,14 @@ export class Engine {
   }
 
   // ----- memory ------------------------------------------------------------------------------
-  alloc(bytes: number): GPUBuffer {
+  /** A buffer of at least `bytes` from the pool; `what` names the tensor in the error. */
+  alloc(bytes: number, what = "a buffer"): GPUBuffer {
     const limit = this.info.limits.maxStorageBufferBindingSize;
     if (bytes > limit) {
       throw new EngineError(
         "alloc",
-        `${bytes} bytes exceed the adapter's maxStorageBufferBindingSize ${limit}`,
+        `${what} is ${bytes} bytes, more than this adapter binds at once ` +
+          `(maxStorageBufferBindingSize ${limit}); use a smaller batch or fewer classes per pass`,
       );
     }
     const size = Math.min(bucketSize(bytes), Math.floor(limit / 256) * 256);
@@ -215,15 +217,7 @@ export class Engine {
 
   /** Destroys every pooled (unused) buffer. */
   trim() {
-    this.flush();
-    for (const list of this.free.values()) {
-      for (const b of list) {
-        this.bytesAllocated -= b.size;
-        this.buffersAllocated--;
-        b.destroy();
-      }
-    }
-    this.free.clear();
+    this.trimTo(0);
   }
 
   write(buf: GPUBuffer, offsetBytes: number, data: ArrayBufferView) {

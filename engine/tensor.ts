@@ -196,15 +196,8 @@ export function empty(shape: number[], dtype: DType = "f32"): Tensor {
     }
   }
   const bytes = sizeOf(shape) * BYTES[dtype];
-  const limit = E().info.limits.maxStorageBufferBindingSize;
-  if (bytes > limit) {
-    throw new EngineError(
-      "alloc",
-      `a ${dtype} tensor ${fmtShape(shape)} is ${bytes} bytes, more than this adapter binds at ` +
-        `once (maxStorageBufferBindingSize ${limit}); use a smaller batch or fewer classes per pass`,
-    );
-  }
-  return new Tensor(new Storage(E().alloc(Math.max(4, bytes)), bytes), shape, dtype);
+  const buf = E().alloc(Math.max(4, bytes), `a ${dtype} tensor ${fmtShape(shape)}`);
+  return new Tensor(new Storage(buf, bytes), shape, dtype);
 }
 
 export type HostData = ArrayLike<number> | Float32Array | Int32Array | Uint16Array;
