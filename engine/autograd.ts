@@ -18,10 +18,9 @@ export function isGradEnabled() {
   return gradEnabled;
 }
 
-/** Runs fn without recording anything on the tape. */
-export function noGrad<T>(fn: () => T): T {
+function gradMode<T>(on: boolean, fn: () => T): T {
   const prev = gradEnabled;
-  gradEnabled = false;
+  gradEnabled = on;
   try {
     return fn();
   } finally {
@@ -29,16 +28,11 @@ export function noGrad<T>(fn: () => T): T {
   }
 }
 
+/** Runs fn without recording anything on the tape. */
+export const noGrad = <T>(fn: () => T): T => gradMode(false, fn);
+
 /** Runs fn with the tape on (a backward rule that rebuilds a tape, see chunked.ts). */
-export function withGrad<T>(fn: () => T): T {
-  const prev = gradEnabled;
-  gradEnabled = true;
-  try {
-    return fn();
-  } finally {
-    gradEnabled = prev;
-  }
-}
+export const withGrad = <T>(fn: () => T): T => gradMode(true, fn);
 
 /** Marks a tensor as a trainable leaf. */
 export function param<T extends Tensor>(t: T): T {

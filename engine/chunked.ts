@@ -37,10 +37,8 @@ export function chunked(
   parts.forEach((p) => p.dispose());
   return record("chunked", out, inputs, [], (g, _saved, needs) => {
     // fresh leaves standing for the inputs that need gradients
-    const leaves = inputs.map((
-      t,
-      i,
-    ) => (needs[i] ? param(t.view(t.shape, t.strides, t.offset)) : t));
+    const leaf = (t: Tensor) => param(t.view(t.shape, t.strides, t.offset));
+    const leaves = inputs.map((t, i) => (needs[i] ? leaf(t) : t));
     for (let s = 0; s < n; s += size) {
       const c = Math.min(size, n - s);
       scope(() =>

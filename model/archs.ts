@@ -18,52 +18,35 @@ const CHUNK = 1 << 20; // stream words drawn at a time (a multiple of 4)
 
 const text = { contextLength: 77, vocabSize: 49408, transformerLayers: 12 };
 
+const B32: ClipConfig = {
+  embedDim: 512,
+  imageResolution: 224,
+  visionLayers: 12,
+  visionWidth: 768,
+  visionPatchSize: 32,
+  visionHeads: 12,
+  transformerWidth: 512,
+  transformerHeads: 8,
+  ...text,
+};
+const L14: ClipConfig = {
+  embedDim: 768,
+  imageResolution: 224,
+  visionLayers: 24,
+  visionWidth: 1024,
+  visionPatchSize: 14,
+  visionHeads: 16,
+  transformerWidth: 768,
+  transformerHeads: 12,
+  ...text,
+};
+
 /** The released ViTs by OpenAI's names (`clip.available_models()`). */
 export const OPENAI_ARCHS: Record<string, ClipConfig> = {
-  "ViT-B/32": {
-    embedDim: 512,
-    imageResolution: 224,
-    visionLayers: 12,
-    visionWidth: 768,
-    visionPatchSize: 32,
-    visionHeads: 12,
-    transformerWidth: 512,
-    transformerHeads: 8,
-    ...text,
-  },
-  "ViT-B/16": {
-    embedDim: 512,
-    imageResolution: 224,
-    visionLayers: 12,
-    visionWidth: 768,
-    visionPatchSize: 16,
-    visionHeads: 12,
-    transformerWidth: 512,
-    transformerHeads: 8,
-    ...text,
-  },
-  "ViT-L/14": {
-    embedDim: 768,
-    imageResolution: 224,
-    visionLayers: 24,
-    visionWidth: 1024,
-    visionPatchSize: 14,
-    visionHeads: 16,
-    transformerWidth: 768,
-    transformerHeads: 12,
-    ...text,
-  },
-  "ViT-L/14@336px": {
-    embedDim: 768,
-    imageResolution: 336,
-    visionLayers: 24,
-    visionWidth: 1024,
-    visionPatchSize: 14,
-    visionHeads: 16,
-    transformerWidth: 768,
-    transformerHeads: 12,
-    ...text,
-  },
+  "ViT-B/32": B32,
+  "ViT-B/16": { ...B32, visionPatchSize: 16 },
+  "ViT-L/14": L14,
+  "ViT-L/14@336px": { ...L14, imageResolution: 336 },
 };
 
 /** The tensors OpenAI's releases keep in f32 (everything else is f16). */

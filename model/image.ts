@@ -19,6 +19,7 @@
  *
  * Anything else, and every corrupt or truncated file, throws an `ImageDecodeError` naming it.
  */
+import { crc32 } from "./zip.ts";
 import { unzlibSync } from "fflate";
 
 /** An 8-bit RGB image, row-major, 3 interleaved channels. */
@@ -934,22 +935,6 @@ function muldiv255(a: number, b: number): number {
 
 const PNG_SIG = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
 
-const CRC_TABLE = (() => {
-  const t = new Uint32Array(256);
-  for (let n = 0; n < 256; n++) {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    t[n] = c >>> 0;
-  }
-  return t;
-})();
-
-function crc32(d: Uint8Array, from: number, to: number): number {
-  let c = 0xffffffff;
-  for (let i = from; i < to; i++) c = CRC_TABLE[(c ^ d[i]) & 0xff] ^ (c >>> 8);
-  return (c ^ 0xffffffff) >>> 0;
-}
-
 const PNG_CHANNELS: Record<number, number> = { 0: 1, 2: 3, 3: 1, 4: 2, 6: 4 };
 const PNG_DEPTHS: Record<number, number[]> = {
   0: [1, 2, 4, 8, 16],
@@ -971,7 +956,7 @@ function decodePng(d: Uint8Array): RGBImage {
     const type = String.fromCharCode(d[pos + 4], d[pos + 5], d[pos + 6], d[pos + 7]);
     const data = pos + 8, end = data + len;
     if (len > 0x7fffffff || end + 4 > d.length) fail(`truncated file (chunk ${type})`);
-    if (crc32(d, pos + 4, end) !== dv.getUint32(end)) fail(`bad CRC in chunk ${type}`);
+    if (crc32(d.subarray(pos + 4, end)) !== dv.getUint32(end)) fail(`bad CRC in chunk ${type}`);
     if (ctype < 0 && type !== "IHDR") fail("first chunk is not IHDR");
     switch (type) {
       case "IHDR": {
