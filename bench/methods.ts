@@ -3,17 +3,12 @@
  * b16lite CLIPs: training images/s and the step's peak GPU bytes. Methods with frozen image
  * features step on cached features (as the trainer runs them); the others encode their views.
  */
-import { backward, noGrad } from "../engine/autograd.ts";
 import { E } from "../engine/device.ts";
-import { own, scope, tensor } from "../engine/tensor.ts";
-import { randomNormal } from "../engine/ops/random.ts";
-import { SGD } from "../engine/optim.ts";
 import { CLIP } from "../model/clip.ts";
 import { loadStateDict } from "../model/weights.ts";
 import { Tokenizer } from "../model/tokenizer.ts";
-import { resolveOptions } from "../pipeline/method.ts";
 import { METHODS } from "../pipeline/methods/index.ts";
-import { quick, type Row } from "./common.ts";
+import { methodStep, quick, type Row } from "./common.ts";
 
 const SHARED = new URL("../../shared/", import.meta.url).pathname;
 const CLASSES = ["dog", "elephant", "giraffe", "guitar", "horse", "house", "person"];
@@ -24,43 +19,11 @@ export async function benchMethods(): Promise<Row[]> {
   for (const name of quick() ? ["micro"] : ["micro", "b16lite"]) {
     const file = `${SHARED}golden/${name}/model.safetensors`;
     const model = CLIP.fromStateDict(await loadStateDict(file), { file });
-    const R = model.config.imageResolution;
     for (const m of Object.values(METHODS)) {
       if (m.defaults.optimizer === "none") continue;
       // the paper's batch; capped on the big model so the software adapter finishes
       const B = name === "b16lite" ? Math.min(m.defaults.batch, 8) : m.defaults.batch;
-      const inst = m.create({
-        model,
-        tokenizer: tok,
-        classnames: CLASSES,
-        options: resolveOptions(m, {}),
-        seed: 1,
-      });
-      const pix = own(randomNormal([B, 3, R, R], 3));
-      const feats = m.frozenImageFeatures
-        ? own(scope(() => noGrad(() => model.encodeImage(pix).features)))
-        : undefined;
-      if (inst.fit && feats) {
-        const labels = own(tensor(Int32Array.from({ length: B }, (_, i) => i % 7), [B], "i32"));
-        inst.fit({
-          features: feats,
-          labels,
-          hostLabels: Int32Array.from({ length: B }, (_, i) => i % 7),
-          classes: 7,
-        });
-        labels.dispose();
-      }
-      const params = [...inst.params.values()].filter((p) => p.requiresGrad);
-      const opt = new SGD(params, { lr: 1e-3, momentum: 0.9 });
-      const step = () =>
-        scope(() => {
-          const labels = tensor(Int32Array.from({ length: B }, (_, i) => i % 7), [B], "i32");
-          const views = Object.fromEntries(m.views.map((v) => [v, pix]));
-          const out = inst.forward({ views, labels, features: feats });
-          backward(out.loss);
-          opt.step();
-          opt.zeroGrad();
-        });
+      const { step, dispose } = methodStep(m, model, tok, CLASSES, B);
       step(); // compiles
       await E().sync();
       E().resetPeak();
@@ -84,10 +47,7 @@ export async function benchMethods(): Promise<Row[]> {
         value: peak / 2 ** 20,
         unit: "MiB",
       });
-      opt.dispose();
-      inst.dispose();
-      pix.dispose();
-      feats?.dispose();
+      dispose();
     }
     model.dispose();
   }

@@ -82,7 +82,7 @@ async function worker(
   emit: (r: Row) => void,
 ) {
   const T = await import("../../engine/mod.ts");
-  const { noGrad, backward } = await import("../../engine/autograd.ts");
+  const { noGrad } = await import("../../engine/autograd.ts");
   const e = await T.initEngine();
   const reps = cases.reps ?? (cases.arch ? (group.startsWith("step") ? 2 : 3) : 1);
   const time = async (fn: () => void, n = reps) => {
@@ -158,37 +158,15 @@ async function worker(
   const [, method, classesText] = group.split(":");
   const C = Number(classesText), B = cases.batch[method];
   const { METHODS } = await import("../../pipeline/methods/index.ts");
-  const { resolveOptions } = await import("../../pipeline/method.ts");
-  const { SGD } = await import("../../engine/optim.ts");
+  const { methodStep } = await import("../common.ts");
   const { learnBpe } = await import("../../model/bpe_learn.ts");
   const { Tokenizer } = await import("../../model/tokenizer.ts");
   const { textTape } = await import("../../pipeline/prompts.ts");
   if (cases.textBudgetGiB) textTape.budgetBytes = cases.textBudgetGiB * 2 ** 30;
   const classnames = Array.from({ length: C }, (_, i) => `thing ${i}`);
   const tok = new Tokenizer(learnBpe([...classnames, "a photo of a", "X"], 64).text);
-  const m = METHODS[method];
-  const inst = m.create({
-    model,
-    tokenizer: tok,
-    classnames,
-    options: resolveOptions(m, {}),
-    seed: 1,
-  });
-  const px = T.own(T.randomNormal([B, 3, R, R], 3));
-  const feats = m.frozenImageFeatures
-    ? T.own(T.scope(() => noGrad(() => model.encodeImage(px).features)))
-    : undefined;
-  const params = [...inst.params.values()].filter((p) => p.requiresGrad);
-  const opt = new SGD(params, { lr: 1e-3, momentum: 0.9 });
-  const r = await time(() =>
-    T.scope(() => {
-      const labels = T.tensor(Int32Array.from({ length: B }, (_, i) => i % C), [B], "i32");
-      const views = Object.fromEntries(m.views.map((v) => [v, px]));
-      backward(inst.forward({ views, labels, features: feats }).loss);
-      opt.step();
-      opt.zeroGrad();
-    })
-  );
+  const { step } = methodStep(METHODS[method], model, tok, classnames, B);
+  const r = await time(step);
   emit({
     group: "step",
     name: `${method} step ${C} classes batch ${B}`,
