@@ -107,7 +107,7 @@ export class ClassPrompts {
    * Prompt embeddings with the context spliced in. `ctx` is [M, W] (unified), [C, M, W]
    * (class-specific) or [B, M, W] / [B, C, M, W] with `perImage` (conditional context): the
    * result is [C, ctx, W], or [B·C, ctx, W] per image, row b·C + c. With `start`/`count`, only
-   * classes start … start + count − 1 (a chunk of the text tower's pass; see `classChunks`).
+   * classes start … start + count − 1 (a chunk of the text tower's pass; see `classesPerPass`).
    */
   compose(ctx: Tensor, perImage = false, start = 0, count = this.size): Tensor {
     const M = this.nCtx, C = count;
@@ -186,11 +186,6 @@ export class ClassPrompts {
       rows.push(concat(parts, r - 2));
     }
     return concat(rows, r - 3);
-  }
-
-  /** eot positions for the [B·C] rows of a per-image composition. */
-  eotRepeated(B: number): Tensor {
-    return reshape(expand(reshape(this.eot, [1, this.size]), [B, this.size]), [B * this.size]);
   }
 
   dispose() {
