@@ -8,6 +8,7 @@ import { EngineError, fmtShape } from "../engine/errors.ts";
 import { bindingLimit } from "../engine/device.ts";
 import { own, scope, type Tensor, tensor } from "../engine/tensor.ts";
 import { noGrad } from "../engine/autograd.ts";
+import { chunked } from "../engine/chunked.ts";
 import { expand, narrow, reshape } from "../engine/ops/views.ts";
 import { concat, sliceAssign } from "../engine/ops/indexing.ts";
 import type { CLIP } from "../model/clip.ts";
@@ -153,6 +154,36 @@ export class ClassPrompts {
   eotOf(start: number, count: number, B?: number): Tensor {
     const e = start === 0 && count === this.size ? this.eot : narrow(this.eot, 0, start, count);
     return B === undefined ? e : reshape(expand(reshape(e, [1, count]), [B, count]), [B * count]);
+  }
+
+  /** Text features [C, embed] with context `ctx` ([M, W] or [C, M, W]) spliced in, in chunks of
+   * classes that fit the text tape's budget (each chunk's tape rebuilt in backward). */
+  textFeatures(ctx: Tensor): Tensor {
+    const model = this.model;
+    return chunked(
+      [ctx],
+      this.size,
+      classesPerPass(model),
+      ([cx], s, n) => model.encodeEmbeddings(this.compose(cx, false, s, n), this.eotOf(s, n)),
+    );
+  }
+
+  /** Text features [B, C, embed] of each image's own prompts, context `ctx` [B, M, W] (row b:
+   * image b's), in chunks of classes as textFeatures. */
+  perImageTextFeatures(ctx: Tensor): Tensor {
+    const model = this.model, B = ctx.shape[0];
+    return chunked(
+      [ctx],
+      this.size,
+      classesPerPass(model, B),
+      ([cx], s, n) =>
+        reshape(model.encodeEmbeddings(this.compose(cx, true, s, n), this.eotOf(s, n, B)), [
+          B,
+          n,
+          -1,
+        ]),
+      1,
+    );
   }
 
   private splice(base: Tensor, ctx: Tensor, C: number, first = 0): Tensor {

@@ -17,8 +17,7 @@ import { linear, matmul } from "../../engine/ops/matmul.ts";
 import { crossEntropy, normalize } from "../../engine/ops/nn.ts";
 import { randomNormal, randomUniform } from "../../engine/ops/random.ts";
 import { contiguous, narrow, reshape } from "../../engine/ops/views.ts";
-import { classesPerPass, ClassPrompts, phraseEmbedding } from "../prompts.ts";
-import { chunked } from "../../engine/chunked.ts";
+import { ClassPrompts, phraseEmbedding } from "../prompts.ts";
 import {
   type Batch,
   loadParams,
@@ -151,17 +150,7 @@ export class CoCoOp implements MethodInstance {
     const B = imgN.shape[0], C = this.prompts.size, W = this.ctx.shape[1];
     const pi = this.metaNet(imgN);
     const ctxB = add(reshape(this.ctx, [1, -1, W]), reshape(pi, [B, 1, W])); // [B, M, W]
-    // [B, C, embed], in chunks of classes that fit the text tape's budget
-    const { model } = this.c, p = this.prompts;
-    const text = chunked(
-      [ctxB],
-      C,
-      classesPerPass(model, B),
-      ([cb], s, n) =>
-        reshape(model.encodeEmbeddings(p.compose(cb, true, s, n), p.eotOf(s, n, B)), [B, n, -1]),
-      1,
-    );
-    const txtN = normalize(text);
+    const txtN = normalize(this.prompts.perImageTextFeatures(ctxB)); // [B, C, embed]
     const cos = matmul(reshape(imgN, [B, 1, -1]), txtN, { transB: true }); // [B, 1, C]
     return mul(reshape(cos, [B, C]), exp(this.c.model.w("logit_scale")));
   }

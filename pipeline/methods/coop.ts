@@ -11,13 +11,7 @@ import { EngineError } from "../../engine/errors.ts";
 import { own, type Tensor } from "../../engine/tensor.ts";
 import { randomNormal } from "../../engine/ops/random.ts";
 import { crossEntropy } from "../../engine/ops/nn.ts";
-import {
-  classesPerPass,
-  ClassPrompts,
-  type ClassTokenPosition,
-  phraseEmbedding,
-} from "../prompts.ts";
-import { chunked } from "../../engine/chunked.ts";
+import { ClassPrompts, type ClassTokenPosition, phraseEmbedding } from "../prompts.ts";
 import {
   type Batch,
   loadParams,
@@ -117,13 +111,7 @@ class CoOp implements MethodInstance {
   /** Class text features [C, embed] for the current context, in chunks of classes that fit
    * the text tape's budget (each chunk's tape rebuilt in backward). */
   textFeatures(): Tensor {
-    const { model } = this.c, p = this.prompts;
-    return chunked(
-      [this.ctx],
-      p.size,
-      classesPerPass(model),
-      ([ctx], s, n) => model.encodeEmbeddings(p.compose(ctx, false, s, n), p.eotOf(s, n)),
-    );
+    return this.prompts.textFeatures(this.ctx);
   }
 
   private imageFeatures(pixels?: Tensor, features?: Tensor): Tensor {

@@ -50,8 +50,7 @@ import { concat, stack } from "../../engine/ops/indexing.ts";
 import { crossEntropy, mse, normalize } from "../../engine/ops/nn.ts";
 import { randomNormal, randomUniform } from "../../engine/ops/random.ts";
 import { BatchNorm1d } from "../../engine/ops/batchnorm.ts";
-import { classesPerPass, ClassPrompts, phraseEmbedding } from "../prompts.ts";
-import { chunked } from "../../engine/chunked.ts";
+import { ClassPrompts, phraseEmbedding } from "../prompts.ts";
 import type {
   Batch,
   Method,
@@ -326,17 +325,7 @@ export class GoPro implements MethodInstance {
     const [B, W] = shift.shape;
     const M = this.ctx.shape[0];
     const ctx = add(reshape(this.ctx, [1, M, W]), reshape(shift, [B, 1, W]));
-    // [B, C, embed], in chunks of classes that fit the text tape's budget
-    const { model } = this.c, p = this.prompts;
-    const t = chunked(
-      [ctx],
-      p.size,
-      classesPerPass(model, B),
-      ([cx], s, n) =>
-        reshape(model.encodeEmbeddings(p.compose(cx, true, s, n), p.eotOf(s, n, B)), [B, n, -1]),
-      1,
-    );
-    return normalize(t);
+    return normalize(this.prompts.perImageTextFeatures(ctx)); // [B, C, embed]
   }
 
   /** exp(logit_scale) · cos(f(x), T(x)_c) [B, C]. */
