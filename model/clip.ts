@@ -449,12 +449,12 @@ export class CLIP {
     beforeBlock?: (layer: number, x: Tensor) => Tensor,
     hidden?: Tensor[],
   ): Tensor {
-    let prev: Tensor | null = x; // the last block's output (first: the stem's), made here
+    let prev = x; // the last block's output (first: the stem's), made here
     blocks.forEach((b, i) => {
       if (beforeBlock) x = beforeBlock(i, x);
       const out = this.block(x, b, heads, causal);
       if (hidden) hidden.push(out);
-      if (prev && (i === 0 || !hidden)) prev.dispose();
+      if (i === 0 || !hidden) prev.dispose();
       x = prev = out;
     });
     return x;
@@ -521,9 +521,7 @@ export class CLIP {
         const extraTokens = e && e.shape[0] === B ? narrow(e, 0, s, n) : e;
         parts.push(this.encodeImage(narrow(pixels, 0, s, n), { ...opts, extraTokens }));
       }
-      const hidden = (parts[0].hidden ?? []).map((_, l) =>
-        concat(parts.map((p) => p.hidden[l]), 0)
-      );
+      const hidden = parts[0].hidden.map((_, l) => concat(parts.map((p) => p.hidden[l]), 0));
       return { features: concat(parts.map((p) => p.features), 0), hidden };
     });
   }
