@@ -62,15 +62,15 @@ export function loadCases(mode: string, file = `${HERE}cases.json`): Cases {
 
 /** The case set's model configuration; refused unless it is its `arch`'s exactly. */
 export function checkedConfig(cases: Cases): ClipConfig {
-  const c = cases.config as unknown as ClipConfig;
   if (cases.arch) {
-    const want = OPENAI_ARCHS[cases.arch] as unknown as Record<string, number>;
+    const want = OPENAI_ARCHS[cases.arch] as unknown as Record<string, number> | undefined;
+    if (!want) throw new Error(`cases.json: ${cases.arch} is not an OpenAI architecture`);
     const bad = Object.keys(want).filter((k) => want[k] !== cases.config[k]);
-    if (!want || bad.length || Object.keys(cases.config).length !== Object.keys(want).length) {
+    if (bad.length || Object.keys(cases.config).length !== Object.keys(want).length) {
       throw new Error(`cases.json: the config is not ${cases.arch}'s (${bad.join(", ")})`);
     }
   }
-  return c;
+  return cases.config as unknown as ClipConfig;
 }
 
 // ----- the worker: one group of cases in this process -----------------------------------------
