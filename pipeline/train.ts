@@ -313,7 +313,7 @@ function progress(quiet: boolean) {
 }
 
 /** A featureSet progress line: images encoded, rate and time left. */
-function encodeProgress(say: (line: string, done: boolean) => void, what: string) {
+function encodeLine(say: (line: string, done: boolean) => void, what: string) {
   const t0 = performance.now();
   return (done: number, total: number) => {
     const s = (performance.now() - t0) / 1000, ips = done / Math.max(s, 1e-9);
@@ -360,6 +360,8 @@ export async function train(config: TrainConfig): Promise<RunInfo> {
   }
   const say = progress(!!config.quiet);
   textTape.budgetBytes = (config.textBudget ?? DEFAULT_TEXT_BUDGET_GIB) * 2 ** 30;
+  // quiet runs take no progress, so the encoder need not wait for each batch to count it
+  const encodeProgress = (what: string) => config.quiet ? undefined : encodeLine(say, what);
   const m = s.method;
   const epochs = config.epochs ?? m.defaults.epochs;
   const batchSize = config.batch ?? m.defaults.batch;
@@ -385,12 +387,12 @@ export async function train(config: TrainConfig): Promise<RunInfo> {
       passes,
       seed: config.seed,
       views: viewOpts,
-      onProgress: encodeProgress(say, `training features (${1 + passes} passes)`),
+      onProgress: encodeProgress(`training features (${1 + passes} passes)`),
     })
     : null;
   const valFeats = m.frozenImageFeatures
     ? await featureSet(s.model, s.split.val, image, classes, {
-      onProgress: encodeProgress(say, "validation features"),
+      onProgress: encodeProgress("validation features"),
     })
     : null;
   if (trainFeats && s.instance.fit) s.instance.fit(trainFeats);
